@@ -1,0 +1,273 @@
+"""The ``.vae`` container: every byte of the file format, and nothing else.
+
+Standard library only (no torch, no numpy), so headers can be read instantly and the
+parser can be reasoned about (and fuzzed) on its own. The layout is specified byte by
+byte in ``docs/FORMAT.md``; ``tests/test_format_doc.py`` checks that document against
+the constants below.
+
+All integers are big-endian. A file is::
+
+    header   magic, version, flags, model id, weights tag, size, pixel format,
+             quality, index CRC                                  (22 + len(model id) bytes)
+    streams  count (u8), then ``count`` u32 lengths, then the stream bytes in order:
+             z, y chunk 0 .. y chunk k-1, [alpha plane], [ICC profile]
+    crc      CRC32 (zlib) of every byte before it                (4 bytes)
+
+:func:`unpack` checks magic, version, every field's range and limit, that the declared
+lengths add up to exactly the file size, and the CRC, *before* returning any stream, so
+no unchecked byte ever reaches the entropy decoder.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import zlib
+from dataclasses import dataclass
+
+from .errors import ChecksumError, FormatError, LimitError, TruncatedError, UnsupportedVersionError
+
+MAGIC = b"\x89VAE"
+FORMAT_VERSION = 1
+
+#: flags byte: bit 0 = an ICC profile stream is present; all other bits reserved (0).
+FLAG_ICC = 0x01
+KNOWN_FLAGS = FLAG_ICC
+
+MAX_MODEL_ID_BYTES = 32
+#: Largest image side (the size fields are u16).
+MAX_SIDE = 0xFFFF
+#: Largest pixel count, Pillow's default ``Image.MAX_IMAGE_PIXELS``: checked before decoding allocates.
+MAX_PIXELS = 89_478_485
+#: Most streams one file may hold (z, y chunks, alpha, ICC).
+MAX_STREAMS = 255
+QUALITY_SCALE = 100  # quality is stored as round(quality * 100) in a u16
+MAX_QUALITY = 100.0
+WEIGHTS_TAG_BYTES = 4
+
+_PREFIX = struct.Struct(">4sBBB")  # magic, version, flags, model id length
+_FIELDS = struct.Struct(">4sHHBHI")  # weights tag, height, width, pixel format, quality·100, index CRC
+_COUNT = struct.Struct(">B")
+_LENGTH = struct.Struct(">I")
+_CRC = struct.Struct(">I")
+
+
+class PixelFormat(enum.IntEnum):
+    """What the decoder returns. Alpha formats carry the alpha plane in their own stream."""
+
+    RGB8 = 1
+    L8 = 2
+    RGBA8 = 3
+    LA8 = 4
+
+    @property
+    def has_alpha(self) -> bool:
+        return self in (PixelFormat.RGBA8, PixelFormat.LA8)
+
+    @property
+    def mode(self) -> str:
+        """The matching Pillow mode."""
+        return {1: "RGB", 2: "L", 3: "RGBA", 4: "LA"}[int(self)]
+
+
+@dataclass(frozen=True)
+class Header:
+    """The fixed fields of a .vae file (what ``vaecodec info`` shows)."""
+
+    model_id: str
+    weights_tag: bytes
+    height: int
+    width: int
+    pixel_format: PixelFormat
+    quality: float
+    index_crc: int
+    has_icc: bool = False
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes these fields take in the file."""
+        return _PREFIX.size + len(self.model_id) + _FIELDS.size
+
+
+@dataclass(frozen=True)
+class VaeFile:
+    """A parsed file: the header and its streams."""
+
+    header: Header
+    z: bytes
+    y: tuple[bytes, ...]
+    alpha: bytes | None = None
+    icc: bytes | None = None
+    file_size: int = 0
+
+    @property
+    def streams(self) -> tuple[bytes, ...]:
+        extra = tuple(s for s in (self.alpha, self.icc) if s is not None)
+        return (self.z, *self.y, *extra)
+
+
+def overhead(n_streams: int, model_id_len: int) -> int:
+    """Bytes a file spends outside its streams' content."""
+    return _PREFIX.size + model_id_len + _FIELDS.size + _COUNT.size + n_streams * _LENGTH.size + _CRC.size
+
+
+def _check_header(h: Header) -> None:
+    if not _valid_model_id(h.model_id.encode("utf-8")):
+        msg = f"model id must be 1..{MAX_MODEL_ID_BYTES} printable ASCII characters, got {h.model_id!r}"
+        raise FormatError(msg)
+    if len(h.weights_tag) != WEIGHTS_TAG_BYTES:
+        msg = f"weights tag must be {WEIGHTS_TAG_BYTES} bytes, got {len(h.weights_tag)}"
+        raise FormatError(msg)
+    _check_size(h.height, h.width)
+    if not 0 <= h.quality <= MAX_QUALITY:
+        msg = f"quality must be in 0..{MAX_QUALITY:g}, got {h.quality}"
+        raise FormatError(msg)
+    if not 0 <= h.index_crc <= 0xFFFFFFFF:
+        msg = f"index CRC must be a u32, got {h.index_crc}"
+        raise FormatError(msg)
+
+
+def _valid_model_id(raw: bytes) -> bool:
+    return 1 <= len(raw) <= MAX_MODEL_ID_BYTES and all(0x20 < c < 0x7F for c in raw)
+
+
+def _check_size(height: int, width: int) -> None:
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        msg = f"image size {width}x{height} is outside 1..{MAX_SIDE} per side"
+        raise LimitError(msg)
+    if height * width > MAX_PIXELS:
+        msg = f"image size {width}x{height} = {height * width} pixels exceeds the limit of {MAX_PIXELS}"
+        raise LimitError(msg)
+
+
+def pack(f: VaeFile) -> bytes:
+    """Serialize a file. Raises :class:`FormatError` on a field out of range."""
+    h = f.header
+    _check_header(h)
+    if h.pixel_format.has_alpha != (f.alpha is not None):
+        msg = f"pixel format {h.pixel_format.name} {'needs' if h.pixel_format.has_alpha else 'takes no'} alpha stream"
+        raise FormatError(msg)
+    if h.has_icc != (f.icc is not None):
+        msg = "has_icc must match the presence of an ICC stream"
+        raise FormatError(msg)
+    if not f.y:
+        msg = "a file needs at least one y stream"
+        raise FormatError(msg)
+    streams = f.streams
+    if len(streams) > MAX_STREAMS:
+        msg = f"{len(streams)} streams exceed the limit of {MAX_STREAMS}"
+        raise LimitError(msg)
+    mid = h.model_id.encode("ascii")
+    out = bytearray(_PREFIX.pack(MAGIC, FORMAT_VERSION, FLAG_ICC if h.has_icc else 0, len(mid)))
+    out += mid
+    out += _FIELDS.pack(
+        h.weights_tag, h.height, h.width, int(h.pixel_format), round(h.quality * QUALITY_SCALE), h.index_crc
+    )
+    out += _COUNT.pack(len(streams))
+    for s in streams:
+        if len(s) > 0xFFFFFFFF:
+            msg = f"stream of {len(s)} bytes exceeds the u32 length field"
+            raise LimitError(msg)
+        out += _LENGTH.pack(len(s))
+    for s in streams:
+        out += s
+    out += _CRC.pack(zlib.crc32(out))
+    return bytes(out)
+
+
+class _Reader:
+    """Bounds-checked reads over a bytes object."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.data):
+            msg = f"truncated: file ends at byte {len(self.data)} inside the {what} (needs {self.pos + n})"
+            raise TruncatedError(msg)
+        b = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return b
+
+    def unpack(self, s: struct.Struct, what: str) -> tuple:  # type: ignore[type-arg]
+        return s.unpack(self.take(s.size, what))
+
+
+def is_vae(prefix: bytes) -> bool:
+    """True if ``prefix`` starts with the .vae magic (Pillow's ``_accept``)."""
+    return bytes(prefix[: len(MAGIC)]) == MAGIC
+
+
+def _parse_header(r: _Reader) -> Header:
+    magic, version, flags, id_len = r.unpack(_PREFIX, "header")
+    if magic != MAGIC:
+        msg = f"not a .vae file (starts with {magic!r}, expected {MAGIC!r})"
+        raise FormatError(msg)
+    if version != FORMAT_VERSION:
+        msg = f"file is format version {version}; this vaecodec reads version {FORMAT_VERSION}"
+        raise UnsupportedVersionError(msg)
+    if flags & ~KNOWN_FLAGS:
+        msg = f"unknown flags 0x{flags:02x} (reserved bits must be 0)"
+        raise FormatError(msg)
+    if not 1 <= id_len <= MAX_MODEL_ID_BYTES:
+        msg = f"model id length {id_len} outside 1..{MAX_MODEL_ID_BYTES}"
+        raise FormatError(msg)
+    raw_id = r.take(id_len, "model id")
+    if not _valid_model_id(raw_id):
+        msg = f"model id {raw_id!r} is not printable ASCII"
+        raise FormatError(msg)
+    tag, height, width, pf, q, index_crc = r.unpack(_FIELDS, "header")
+    _check_size(height, width)
+    try:
+        pixel_format = PixelFormat(pf)
+    except ValueError:
+        msg = f"unknown pixel format {pf}"
+        raise FormatError(msg) from None
+    if q > MAX_QUALITY * QUALITY_SCALE:
+        msg = f"quality field {q / QUALITY_SCALE:g} exceeds {MAX_QUALITY:g}"
+        raise FormatError(msg)
+    return Header(
+        model_id=raw_id.decode("ascii"), weights_tag=tag, height=height, width=width,
+        pixel_format=pixel_format, quality=q / QUALITY_SCALE, index_crc=index_crc,
+        has_icc=bool(flags & FLAG_ICC),
+    )
+
+
+def read_header(data: bytes) -> Header:
+    """Parse and validate the header fields only (the CRC and streams are not checked)."""
+    return _parse_header(_Reader(bytes(data)))
+
+
+def unpack(data: bytes) -> VaeFile:
+    """Parse and fully validate a file (fields, limits, lengths, CRC). Raises :class:`FormatError`."""
+    data = bytes(data)
+    if len(data) == 0:
+        msg = "empty file (0 bytes)"
+        raise TruncatedError(msg)
+    r = _Reader(data)
+    h = _parse_header(r)
+    (count,) = r.unpack(_COUNT, "stream count")
+    fixed = 1 + int(h.pixel_format.has_alpha) + int(h.has_icc)
+    if count < fixed + 1:
+        msg = f"{count} streams declared; this header needs at least {fixed + 1}"
+        raise FormatError(msg)
+    lengths = [r.unpack(_LENGTH, "stream lengths")[0] for _ in range(count)]
+    expected = r.pos + sum(lengths) + _CRC.size
+    if expected != len(data):
+        if expected > len(data):
+            msg = f"truncated: streams declare {expected} bytes, file has {len(data)}"
+            raise TruncatedError(msg)
+        msg = f"{len(data) - expected} unexpected bytes after the end of the file"
+        raise FormatError(msg)
+    (crc,) = _CRC.unpack(data[-_CRC.size :])
+    actual = zlib.crc32(data[: -_CRC.size])
+    if crc != actual:
+        msg = f"corrupt: CRC32 is 0x{actual:08x}, the file says 0x{crc:08x}"
+        raise ChecksumError(msg)
+    streams = [r.take(n, f"stream {i}") for i, n in enumerate(lengths)]
+    n_y = count - fixed
+    icc = streams.pop() if h.has_icc else None
+    alpha = streams.pop() if h.pixel_format.has_alpha else None
+    return VaeFile(header=h, z=streams[0], y=tuple(streams[1 : 1 + n_y]), alpha=alpha, icc=icc, file_size=len(data))

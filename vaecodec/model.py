@@ -1,0 +1,135 @@
+"""The variable-rate mean-scale hyperprior network.
+
+Architecture: the mean-scale hyperprior of Minnen, Ballé and Toderici (NeurIPS 2018)
+without the autoregressive context model, itself built on the scale hyperprior of
+Ballé et al. (ICLR 2018), from CompressAI's layers (GDN, ``EntropyBottleneck``,
+``GaussianConditional``). One set of weights covers the whole rate range through the
+gain units of Cui et al., "Asymmetric Gained Deep Image Compression With Continuous
+Rate Adaptation" (CVPR 2021): a learned per-channel gain on y and z for each of the
+``levels`` rate points, and an inverse gain before synthesis. Between two trained
+levels the (log-)gains are interpolated linearly, which gives a continuous rate knob.
+
+.. code-block:: none
+
+    x ─g_a─► y ·gain ─► y_g ─h_a─► z ·hgain ─► z_g ─Q─► z_hat ·ihgain ─h_s─► (scales, means)
+                         │                        (EntropyBottleneck)              │
+                         └──────────Q (GaussianConditional, centred on means) ◄────┘
+                                    │
+                               y_hat ·igain ─g_s─► x_hat
+
+Symbols: ``y`` latents (M channels, 1/16 resolution), ``z`` hyper-latents (N channels,
+1/64 resolution), ``*_hat`` their quantized values, ``likelihoods`` the probability
+the priors give each quantized value (rate = -log2 likelihood).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import GDN
+from compressai.models import CompressionModel
+from compressai.models.utils import conv, deconv
+from torch import Tensor, nn
+
+#: The rate-distortion trade-offs the levels are trained at (CompressAI's ladder for
+#: its MSE models, quality 1..8), as λ in ``rate + λ·255²·MSE``.
+LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+
+
+def lambda_at(level: Tensor) -> Tensor:
+    """λ for a continuous level in ``[0, len(LAMBDAS) - 1]`` (log-linear interpolation)."""
+    log_l = torch.tensor([math.log(v) for v in LAMBDAS], device=level.device)
+    return torch.exp(_interp(log_l, level))
+
+
+def _interp(table: Tensor, level: Tensor) -> Tensor:
+    """Linear interpolation of the rows of ``table`` (L×C or L) at continuous ``level`` (B)."""
+    n = table.shape[0]
+    level = level.to(table.dtype).clamp(0, n - 1)
+    lo = level.floor().long().clamp(max=n - 2)
+    t = (level - lo.to(level.dtype))
+    if table.dim() == 2:
+        t = t[:, None]
+    return table[lo] * (1 - t) + table[lo + 1] * t
+
+
+def ste_round(x: Tensor) -> Tensor:
+    """Round in the forward pass, identity gradient in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+class HyperpriorModel(CompressionModel):
+    """Variable-rate mean-scale hyperprior (see the module docstring).
+
+    Args:
+        N: channels of the transforms and of z.
+        M: channels of y.
+        levels: number of trained rate points (gain vectors).
+    """
+
+    def __init__(self, N: int = 128, M: int = 192, levels: int = len(LAMBDAS)) -> None:
+        super().__init__()
+        self.N, self.M, self.levels = N, M, levels
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+        self.g_a = nn.Sequential(
+            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M)
+        )
+        self.g_s = nn.Sequential(
+            deconv(M, N), GDN(N, inverse=True),
+            deconv(N, N), GDN(N, inverse=True),
+            deconv(N, N), GDN(N, inverse=True),
+            deconv(N, 3),
+        )
+        self.h_a = nn.Sequential(
+            conv(M, N, stride=1, kernel_size=3), nn.LeakyReLU(inplace=True),
+            conv(N, N), nn.LeakyReLU(inplace=True),
+            conv(N, N),
+        )
+        self.h_s = nn.Sequential(
+            deconv(N, M), nn.LeakyReLU(inplace=True),
+            deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
+            conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
+        )
+        # Log-gains. Higher λ wants a finer quantizer; start the ladder at a step ratio of
+        # sqrt(λ_{i+1}/λ_i) per level (high-rate theory: D ∝ Δ²), centred on the middle level.
+        ratio = 0.5 * math.log(LAMBDAS[-1] / LAMBDAS[0]) / (levels - 1)
+        init = (torch.arange(levels, dtype=torch.float32) - (levels - 1) / 2) * ratio
+        self.gain = nn.Parameter(init[:, None].repeat(1, M))
+        self.inv_gain = nn.Parameter(-init[:, None].repeat(1, M))
+        self.hyper_gain = nn.Parameter(torch.zeros(levels, N))
+        self.inv_hyper_gain = nn.Parameter(torch.zeros(levels, N))
+
+    @property
+    def downsampling_factor(self) -> int:
+        """Input height and width must be multiples of this."""
+        return 64
+
+    def gains(self, level: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Gain, inverse gain, hyper gain and inverse hyper gain at ``level`` (B), each B×C×1×1."""
+        return tuple(  # type: ignore[return-value]
+            torch.exp(_interp(p, level))[:, :, None, None]
+            for p in (self.gain, self.inv_gain, self.hyper_gain, self.inv_hyper_gain)
+        )
+
+    def forward(self, x: Tensor, level: Tensor) -> dict[str, object]:
+        """Training pass: additive noise for the rates, rounding (straight-through) for y_hat.
+
+        Args:
+            x: B×3×H×W in [0, 1].
+            level: B continuous levels in [0, levels-1].
+        """
+        g, ig, hg, ihg = self.gains(level)
+        y = self.g_a(x) * g
+        z = self.h_a(y) * hg
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            z_hat, z_lik = self.entropy_bottleneck(z.float())
+        params = self.h_s(z_hat * ihg)
+        scales, means = params.float().chunk(2, 1)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            _, y_lik = self.gaussian_conditional(y.float(), scales, means=means)
+        y_hat = ste_round(y.float() - means) + means
+        x_hat = self.g_s(y_hat * ig)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}

@@ -1,0 +1,391 @@
+"""Training: the rate–distortion objective over a folder of images, resumable at any step.
+
+The objective is the β-VAE ELBO of the hyperprior papers: the rate (bits of y and z under
+their priors, per pixel) plus ``λ·255²·MSE`` (or ``λ'·(1 − MS-SSIM)``), with a λ drawn for
+every crop from the quality ladder (:data:`vaecodec.model.LAMBDAS`, log-interpolated at a
+continuous level), so one model learns every rate. The auxiliary loss that fits the
+factorized prior's quantiles is optimized alongside, in its own parameter group.
+
+Runs single-process, or data-parallel under ``torchrun`` (PyTorch DDP; gloo on CPU, NCCL on
+CUDA). On CPU the transforms run under bf16 autocast; the entropy models stay in float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import TrainingError
+from .model import LAMBDAS, HyperpriorModel, lambda_at
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Options of one training run (all stored in the checkpoint and the log)."""
+
+    data: str
+    out: str
+    steps: int = 100_000
+    batch_size: int = 16
+    patch_size: int = 128
+    lr: float = 5e-4
+    lr_min: float = 1e-5
+    lr_warmup: int = 500
+    lr_decay_start: int = 0  # cosine decay from this step to `steps`; 0 = constant lr
+    aux_lr: float = 1e-3
+    clip: float = 1.0
+    N: int = 128
+    M: int = 192
+    metric: str = "mse"  # or "ms-ssim"
+    level_weights: tuple[float, ...] | None = None  # sampling weight per ladder level
+    val_fraction: float = 0.03
+    val_every_s: float = 900.0
+    checkpoint_every_s: float = 300.0
+    log_every: int = 25
+    seed: int = 0
+    precision: str = "auto"  # "bf16", "fp32" or "auto" (bf16 on CPU, fp16 AMP on CUDA)
+    init: str | None = None  # path to a .safetensors / checkpoint, or "shipped"
+    device: str = "auto"
+    max_minutes: float | None = None
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        msg = f"{folder}: training data folder not found"
+        raise TrainingError(msg)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        msg = f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found"
+        raise TrainingError(msg)
+    return files
+
+
+def split_train_val(files: list[Path], val_fraction: float) -> tuple[list[Path], list[Path]]:
+    """Deterministic hold-out: every k-th file (sorted by name) goes to validation."""
+    if val_fraction <= 0 or len(files) < 4:
+        return files, []
+    k = max(2, round(1 / val_fraction))
+    val = files[k // 2 :: k]
+    held = set(val)
+    return [f for f in files if f not in held], val
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+class CropSampler:
+    """Random crops with horizontal flips from images held in memory as uint8."""
+
+    def __init__(self, images: list[np.ndarray], patch: int, seed: int) -> None:
+        self.images = images
+        self.rng = np.random.default_rng(seed)
+        self.set_patch(patch)
+
+    def set_patch(self, patch: int) -> None:
+        self.patch = patch
+        self.eligible = [i for i, im in enumerate(self.images) if min(im.shape[:2]) >= patch]
+        if not self.eligible:
+            msg = f"no training image is at least {patch}×{patch} pixels"
+            raise TrainingError(msg)
+
+    def batch(self, n: int) -> Tensor:
+        p = self.patch
+        out = np.empty((n, p, p, 3), dtype=np.uint8)
+        for k in range(n):
+            im = self.images[self.eligible[self.rng.integers(len(self.eligible))]]
+            h, w = im.shape[:2]
+            i, j = self.rng.integers(h - p + 1), self.rng.integers(w - p + 1)
+            crop = im[i : i + p, j : j + p]
+            out[k] = crop[:, ::-1] if self.rng.random() < 0.5 else crop
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def rd_loss(
+    out: dict[str, Any], x: Tensor, lam: Tensor, metric: str = "mse"
+) -> dict[str, Tensor]:
+    """Per-batch mean of ``bpp + λ·255²·MSE`` (or the MS-SSIM variant); also bpp and PSNR."""
+    b, _, h, w = x.shape
+    bits = sum(
+        (-torch.log2(lk.float().clamp_min(1e-9))).flatten(1).sum(1)
+        for lk in out["likelihoods"].values()
+    )
+    bpp = bits / (h * w)
+    x_hat = out["x_hat"].float()
+    mse = (x_hat - x).pow(2).flatten(1).mean(1)
+    if metric == "mse":
+        dist_term = lam * 255**2 * mse
+    else:
+        from pytorch_msssim import ms_ssim
+
+        msssim = ms_ssim(x_hat.clamp(0, 1), x, data_range=1.0, size_average=False)
+        # CompressAI's ms-ssim models use λ·(1 − MS-SSIM) with λ ≈ 2.4·10³ at quality 1;
+        # scale the MSE ladder by the same ratio.
+        dist_term = lam * (2.4 / 0.0018) * 1000 * (1 - msssim)
+    loss = (bpp + dist_term).mean()
+    psnr = -10 * torch.log10(mse.detach().clamp_min(1e-10))
+    return {"loss": loss, "bpp": bpp.detach().mean(), "mse": mse.detach().mean(), "psnr": psnr.mean()}
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _lr_at(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.lr_warmup:
+        return cfg.lr * (0.1 + 0.9 * step / cfg.lr_warmup)
+    if cfg.lr_decay_start and step >= cfg.lr_decay_start:
+        t = min(1.0, (step - cfg.lr_decay_start) / max(1, cfg.steps - cfg.lr_decay_start))
+        return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
+    return cfg.lr
+
+
+def _sample_levels(cfg: TrainConfig, n: int, gen: torch.Generator, levels: int) -> Tensor:
+    """Continuous levels: an integer ladder point (weighted) plus a uniform offset in [-½, ½]."""
+    w = torch.tensor(cfg.level_weights or [1.0] * levels, dtype=torch.float64)
+    base = torch.multinomial(w, n, replacement=True, generator=gen).float()
+    return (base + torch.rand(n, generator=gen) - 0.5).clamp(0, levels - 1)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def validate(
+    model: HyperpriorModel, images: list[np.ndarray], device: torch.device,
+    levels: tuple[float, ...] = (0.0, 2.0, 4.0, 7.0), autocast: bool = False,
+) -> dict[str, Any]:
+    """Estimated bpp (from the priors, rounded latents) and PSNR per level, on whole images."""
+    was_training = model.training
+    model.eval()
+    f = model.downsampling_factor
+    res: dict[str, Any] = {}
+    for lv in levels:
+        bpps, psnrs, losses = [], [], []
+        for im in images:
+            x = torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255).to(device)
+            h, w = x.shape[-2:]
+            ph, pw = (-h) % f, (-w) % f
+            xp = F.pad(x, (0, pw, 0, ph), mode="replicate")
+            lvt = torch.full((1,), lv, device=device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+                out = model(xp, lvt)
+            out["x_hat"] = out["x_hat"].float()[..., :h, :w].clamp(0, 1)
+            # rate over the padded latents, normalised by the real pixel count
+            bits = sum((-torch.log2(lk.float().clamp_min(1e-9))).sum() for lk in out["likelihoods"].values())
+            bpp = float(bits) / (h * w)
+            mse = float((torch.round(out["x_hat"] * 255) / 255 - x).pow(2).mean())
+            bpps.append(bpp)
+            psnrs.append(-10 * math.log10(max(mse, 1e-10)))
+            losses.append(bpp + float(lambda_at(lvt)) * 255**2 * mse)
+        res[f"{lv:g}"] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "loss": float(np.mean(losses))}
+    res["score"] = float(np.mean([v["loss"] for k, v in res.items() if k != "score"]))
+    model.train(was_training)
+    return res
+
+
+def _init_weights(model: HyperpriorModel, init: str) -> None:
+    if init == "shipped":
+        from .weights import load_state_dict, shipped_weights_path
+
+        state = load_state_dict(shipped_weights_path())
+    elif init.endswith(".safetensors"):
+        from .weights import load_state_dict
+
+        state = load_state_dict(Path(init))
+    else:
+        state = torch.load(init, map_location="cpu", weights_only=False)["model"]
+    # Entropy tables are rebuilt at export; keep only the learned parameters.
+    state = {k: v for k, v in state.items() if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table"))}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table"))]
+    if missing or unexpected:
+        msg = f"{init}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        raise TrainingError(msg)
+
+
+def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a model; returns the last validation result.
+
+    Checkpoints go to ``cfg.out/last.pt`` every ``checkpoint_every_s`` seconds and at the
+    end; the best validation score to ``cfg.out/best.pt``; a JSON line per ``log_every``
+    steps to ``cfg.out/log.jsonl``. With ``resume`` and an existing ``last.pt``, training
+    continues from it (model, optimizer, step and RNG state); options given in ``cfg``
+    (learning rate, patch size, steps, ...) take effect from there.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = _resolve_device(cfg.device)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+    main = rank == 0
+    out_dir = Path(cfg.out)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cpu" else "fp16"
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    files = list_images(cfg.data)
+    train_files, val_files = split_train_val(files, cfg.val_fraction)
+    train_imgs = [load_rgb(p) for p in train_files]
+    val_imgs = [load_rgb(p) for p in val_files]
+
+    torch.manual_seed(cfg.seed)
+    model = HyperpriorModel(cfg.N, cfg.M).to(device)
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    opt = torch.optim.Adam([{"params": main_params, "lr": cfg.lr}, {"params": aux_params, "lr": cfg.aux_lr}])
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and device.type == "cuda")
+
+    step, best, elapsed0 = 0, math.inf, 0.0
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    sampler = CropSampler(train_imgs, cfg.patch_size, seed=cfg.seed * 1000 + rank)
+    ckpt_path = out_dir / "last.pt"
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        try:
+            opt.load_state_dict(ck["optimizer"])
+        except ValueError:
+            log.warning("optimizer state does not fit; starting a fresh optimizer")
+        step, best, elapsed0 = ck["step"], ck.get("best", math.inf), ck.get("elapsed", 0.0)
+        if ck.get("world", 1) == world and f"rng{rank}" in ck:
+            gen.set_state(ck[f"rng{rank}"]["torch"])
+            sampler.rng.bit_generator.state = ck[f"rng{rank}"]["numpy"]
+        log.info("resumed from %s at step %d", ckpt_path, step)
+    elif cfg.init:
+        _init_weights(model, cfg.init)
+    model.train()
+
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def rng_state() -> dict[str, Any]:
+        return {"torch": gen.get_state(), "numpy": sampler.rng.bit_generator.state}
+
+    def save(path: Path) -> None:
+        states = [None] * world
+        if world > 1:
+            dist.all_gather_object(states, rng_state())
+        else:
+            states = [rng_state()]
+        if main:
+            ck = {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                "best": best, "elapsed": elapsed0 + time.time() - t_start, "config": dataclasses.asdict(cfg),
+                "world": world, **{f"rng{r}": s for r, s in enumerate(states)},
+            }
+            _atomic_save(ck, path)
+
+    logf = open(out_dir / "log.jsonl", "a") if main else None  # noqa: SIM115
+    bar = None
+    if main and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=1 if os.isatty(2) else 60)
+    t_start = time.time()
+    t_ckpt = t_val = time.time()
+    acc: dict[str, float] = {}
+    last_val: dict[str, Any] = {}
+    try:
+        while step < cfg.steps:
+            if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
+                break
+            lr = _lr_at(cfg, step)
+            opt.param_groups[0]["lr"] = lr
+            x = sampler.batch(cfg.batch_size).to(device, non_blocking=True)
+            lv = _sample_levels(cfg, cfg.batch_size, gen, model.levels).to(device)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                out = net(x, lv)
+            r = rd_loss(out, x, lambda_at(lv), cfg.metric)
+            aux = model.aux_loss()
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(r["loss"] + aux).backward()
+            scaler.unscale_(opt)
+            gnorm = torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
+            scaler.step(opt)
+            scaler.update()
+            step += 1
+            for k, v in (("loss", r["loss"]), ("bpp", r["bpp"]), ("psnr", r["psnr"]), ("aux", aux), ("gnorm", gnorm)):
+                acc[k] = acc.get(k, 0.0) + float(v)
+            if bar is not None:
+                bar.update(1)
+            if step % cfg.log_every == 0:
+                rec = {k: v / cfg.log_every for k, v in acc.items()}
+                acc = {}
+                rec.update(step=step, lr=lr, patch=cfg.patch_size, time=round(elapsed0 + time.time() - t_start, 1))
+                if bar is not None:
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", bpp=f"{rec['bpp']:.3f}", psnr=f"{rec['psnr']:.2f}")
+                if logf:
+                    logf.write(json.dumps(rec) + "\n")
+                    logf.flush()
+            now = time.time()
+            if val_imgs and now - t_val > cfg.val_every_s:
+                t_val = now
+                if main:
+                    last_val = validate(model, val_imgs, device, autocast=amp_dtype is torch.bfloat16)
+                    if logf:
+                        logf.write(json.dumps({"step": step, "val": last_val}) + "\n")
+                        logf.flush()
+                    if last_val["score"] < best:
+                        best = last_val["score"]
+                        save(out_dir / "best.pt")
+                if world > 1:
+                    dist.barrier()
+            if now - t_ckpt > cfg.checkpoint_every_s:
+                t_ckpt = now
+                save(ckpt_path)
+        save(ckpt_path)
+    finally:
+        if bar is not None:
+            bar.close()
+        if logf:
+            logf.close()
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return last_val
