@@ -26,12 +26,17 @@ from __future__ import annotations
 
 import math
 
+import warnings
+
 import torch
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.layers import GDN
-from compressai.models import CompressionModel
-from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
+
+with warnings.catch_warnings():  # compressai's import uses the deprecated torch.jit.script
+    warnings.simplefilter("ignore", FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.layers import GDN
+    from compressai.models import CompressionModel
+    from compressai.models.utils import conv, deconv
 
 #: The rate-distortion trade-offs the levels are trained at (CompressAI's ladder for
 #: its MSE models, quality 1..8), as λ in ``rate + λ·255²·MSE``.

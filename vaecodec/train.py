@@ -232,13 +232,11 @@ def _init_weights(model: HyperpriorModel, init: str) -> None:
         state = load_state_dict(Path(init))
     else:
         state = torch.load(init, map_location="cpu", weights_only=False)["model"]
-    # Entropy tables are rebuilt at export; keep only the learned parameters.
-    state = {k: v for k, v in state.items() if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table"))}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table"))]
-    if missing or unexpected:
-        msg = f"{init}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        raise TrainingError(msg)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError) as e:
+        msg = f"{init}: weights do not fit the model ({str(e).splitlines()[0]})"
+        raise TrainingError(msg) from None
 
 
 def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[str, Any]:

@@ -1,0 +1,35 @@
+"""One-call ``encode``/``decode`` over a small cache of loaded :class:`Codec` objects.
+
+The cache (keyed by model id and device) is the package's only hidden state; pipelines that
+want control keep their own :class:`Codec`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from .codec import DEFAULT_QUALITY, Codec
+from .container import read_header
+
+
+@lru_cache(maxsize=4)
+def _codec(model_id: str | None, device: str) -> Codec:
+    return Codec(model_id, device=device)
+
+
+def encode(
+    image: Any, /, *, quality: float = DEFAULT_QUALITY, target_bpp: float | None = None,
+    model: str | None = None, device: str = "cpu",
+) -> bytes:
+    """Encode a PIL image, numpy array (H×W[×C] uint8) or torch tensor (C×H×W) to .vae bytes.
+
+    ``quality`` runs from 0 to 100 (default 75); ``target_bpp`` instead searches the quality
+    that lands within 5 % of that many bits per pixel.
+    """
+    return _codec(model, device).encode(image, quality=quality, target_bpp=target_bpp)
+
+
+def decode(data: bytes, /, *, output: str = "numpy", device: str = "cpu") -> Any:
+    """Decode .vae bytes; ``output`` is "numpy" (default), "pil" or "torch". The model comes from the header."""
+    return _codec(read_header(data).model_id, device).decode(data, output=output)

@@ -1,0 +1,388 @@
+"""The ``vaecodec`` command line: a thin layer over the Python API.
+
+Exit codes: 0 success; 1 a :class:`VaecodecError` (one line on stderr naming the file and
+the problem); 2 a usage error (click). stdout carries only payload (``-o -``) or the
+answer of ``info``; messages go to stderr. Heavy imports (torch) happen inside the
+commands that need them, so ``--help`` and ``info`` stay instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__, container
+from .errors import VaecodecError
+
+STDIO = "-"
+ENCODED_SUFFIX = ".vae"
+DEFAULT_DECODED_SUFFIX = ".png"
+
+
+def err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def read_input(path: str) -> bytes:
+    """Bytes of a file, or of stdin for ``-``; missing files and folders are VaecodecErrors."""
+    if path == STDIO:
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if p.is_dir():
+        msg = f"{path}: is a folder, not a file"
+        raise VaecodecError(msg)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        msg = f"{path}: no such file"
+        raise VaecodecError(msg) from None
+    except OSError as e:
+        msg = f"{path}: cannot read ({e.strerror})"
+        raise VaecodecError(msg) from None
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Any]:
+    """Write to a temporary file beside ``path`` and rename it into place only on success."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_output(path: str, write: Callable[[Any], None], *, force: bool, inputs: list[str]) -> None:
+    """Write via ``write(fileobj)`` to ``path`` (or stdout), atomically, never over an input."""
+    if path == STDIO:
+        buf = sys.stdout.buffer
+        write(buf)
+        buf.flush()
+        return
+    p = Path(path)
+    if any(i != STDIO and Path(i).resolve() == p.resolve() for i in inputs):
+        msg = f"{path}: refusing to overwrite an input file"
+        raise VaecodecError(msg)
+    if p.is_dir():
+        msg = f"{path}: is a folder"
+        raise VaecodecError(msg)
+    if p.exists() and not force:
+        msg = f"{path}: already exists (use --force to overwrite)"
+        raise VaecodecError(msg)
+    if not p.parent.is_dir():
+        msg = f"{path}: folder {p.parent} does not exist"
+        raise VaecodecError(msg)
+    with atomic_output(p) as f:
+        write(f)
+
+
+def plan_outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[tuple[str, str]]:
+    """Pair each input with its output path. ``-o`` is a file for one input, a folder for many."""
+    if not inputs:
+        msg = "no input files given"
+        raise click.UsageError(msg)
+    if len(inputs) > 1 and STDIO in inputs:
+        msg = "'-' (stdin) can only be the single input"
+        raise click.UsageError(msg)
+    if len(inputs) == 1 and output is not None and not Path(output).is_dir():
+        return [(inputs[0], output)]
+    if len(inputs) > 1 and output == STDIO:
+        msg = "-o - (stdout) takes a single input"
+        raise click.UsageError(msg)
+    if output is not None:
+        folder = Path(output)
+        folder.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for i in inputs:
+        if i == STDIO:
+            pairs.append((i, STDIO))
+            continue
+        name = Path(i).with_suffix(suffix).name
+        pairs.append((i, str(folder / name) if output is not None else str(Path(i).with_suffix(suffix))))
+    return pairs
+
+
+def run_each(pairs: list[tuple[str, str]], action: Callable[[str, str], None], what: str) -> None:
+    """Run ``action`` per file with a progress bar for many files; errors are one line each, exit 1."""
+    failed = 0
+    show_bar = len(pairs) > 1
+    if show_bar:
+        from tqdm import tqdm
+
+        it: Any = tqdm(pairs, desc=what, unit="file", file=sys.stderr, leave=False)
+    else:
+        it = pairs
+    for src, dst in it:
+        try:
+            action(src, dst)
+        except VaecodecError as e:
+            failed += 1
+            msg = str(e) if src in str(e) or dst in str(e) else f"{src}: {e}"
+            (it.write if show_bar else err)(f"error: {msg}")  # type: ignore[operator]
+    if failed:
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _print_version(ctx: click.Context, _param: Any, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    import compressai
+    import torch
+
+    cuda = f"available ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "not available"
+    click.echo(f"vaecodec {__version__}\ntorch {torch.__version__}\ncompressai {compressai.__version__}\nCUDA {cuda}")
+    ctx.exit()
+
+
+class _Group(click.Group):
+    """Turns any VaecodecError escaping a command into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VaecodecError as e:
+            err(f"error: {e}")
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show versions (vaecodec, torch, compressai) and whether CUDA is available.")
+def main() -> None:
+    """vaecodec: a learned image codec (.vae files).
+
+    \b
+      vaecodec encode photo.png -o photo.vae -q 75
+      vaecodec decode photo.vae -o photo.png
+      vaecodec info photo.vae
+    """
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", help="Output file (one input) or folder (many inputs); '-' for stdout. "
+              "Default: the input with a .vae suffix.")
+@click.option("-q", "--quality", type=click.FloatRange(0, 100), default=None,
+              help="0 (smallest) to 100 (best); default 75.")
+@click.option("--target-bpp", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Search the quality that gives this many bits per pixel (within 5 %).")
+@click.option("--model", "model_id", default=None, help="Model id (default: the shipped model).")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="A .safetensors file from `vaecodec train`/`export` (e.g. a fine-tuned model).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("-v", "--verbose", is_flag=True, help="Print size, bpp and time per file (stderr).")
+def encode(inputs: tuple[str, ...], output: str | None, quality: float | None, target_bpp: float | None,
+           model_id: str | None, weights: str | None, device: str, force: bool, verbose: bool) -> None:
+    """Encode images (PNG, JPEG, WebP, TIFF, BMP, PPM, ...) to .vae files."""
+    if quality is not None and target_bpp is not None:
+        msg = "give either --quality or --target-bpp, not both"
+        raise click.UsageError(msg)
+    pairs = plan_outputs(inputs, output, ENCODED_SUFFIX)
+    codec = _codec(model_id, weights, device)
+    from .codec import DEFAULT_QUALITY
+    from .image import open_image
+
+    def one(src: str, dst: str) -> None:
+        t0 = time.perf_counter()
+        planes = open_image(src, read_input(src) if src == STDIO else None)
+        q = DEFAULT_QUALITY if quality is None else quality
+        data = codec.encode(planes, quality=q, target_bpp=target_bpp)
+        write_output(dst, lambda f: f.write(data), force=force, inputs=list(inputs))
+        if verbose:
+            h = container.read_header(data)
+            bpp = 8 * len(data) / (h.width * h.height)
+            err(f"{src} -> {dst}: {len(data)} bytes, {bpp:.4f} bpp, quality {h.quality:g}, "
+                f"{time.perf_counter() - t0:.2f} s")
+
+    run_each(pairs, one, "encoding")
+
+
+def _codec(model_id: str | None, weights: str | None, device: str) -> Any:
+    from .codec import Codec
+
+    return Codec(model_id, device=device, weights=weights)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", help="Output file (one input) or folder (many); '-' for stdout (PNG). "
+              "The format follows the extension (.png, .webp, .tif, .bmp, .ppm, ...); default .png.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="The .safetensors file the images were encoded with, if not the shipped model.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("-v", "--verbose", is_flag=True, help="Print size and time per file (stderr).")
+def decode(inputs: tuple[str, ...], output: str | None, device: str, weights: str | None, force: bool,
+           verbose: bool) -> None:
+    """Decode .vae files to images."""
+    pairs = plan_outputs(inputs, output, DEFAULT_DECODED_SUFFIX)
+    codecs: dict[str, Any] = {}
+
+    def one(src: str, dst: str) -> None:
+        t0 = time.perf_counter()
+        data = read_input(src)
+        header = container.read_header(data)
+        if header.model_id not in codecs:
+            codecs[header.model_id] = _codec(None if weights else header.model_id, weights, device)
+        im = codecs[header.model_id].decode(data, output="pil")
+        fmt = _format_for(dst)
+        if im.mode in ("RGBA", "LA") and fmt in ("JPEG", "PPM"):
+            msg = f"{dst}: {fmt} cannot store the alpha plane; decode to .png, .webp or .tif"
+            raise VaecodecError(msg)
+        params: dict[str, Any] = {"format": fmt}
+        if im.info.get("icc_profile") and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+            params["icc_profile"] = im.info["icc_profile"]
+        if fmt == "JPEG":
+            params["quality"] = 95
+        write_output(dst, lambda f: im.save(f, **params), force=force, inputs=list(inputs))
+        if verbose:
+            err(f"{src} -> {dst}: {header.width}x{header.height} {im.mode}, {time.perf_counter() - t0:.2f} s")
+
+    run_each(pairs, one, "decoding")
+
+
+def _format_for(path: str) -> str:
+    if path == STDIO:
+        return "PNG"
+    from PIL import Image
+
+    ext = Path(path).suffix.lower()
+    Image.init()
+    fmt = Image.EXTENSION.get(ext)
+    if fmt is None:
+        msg = f"{path}: unknown image extension {ext!r} (use .png, .webp, .tif, .bmp, .ppm, .jpg)"
+        raise VaecodecError(msg)
+    return fmt
+
+
+@main.command()
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(file: str, as_json: bool) -> None:
+    """Show a .vae file's header (no model is loaded)."""
+    data = read_input(file)
+    try:
+        vf = container.unpack(data)
+    except VaecodecError as e:
+        msg = f"{file}: {e}"
+        raise type(e)(msg) from None
+    h = vf.header
+    rec = {
+        "file": file, "format_version": h.format_version, "model_id": h.model_id,
+        "weights_tag": h.weights_tag.hex(), "width": h.width, "height": h.height,
+        "pixel_format": h.pixel_format.name, "quality": h.quality, "bytes": len(data),
+        "bpp": round(8 * len(data) / (h.width * h.height), 6), "index_crc": f"{h.index_crc:08x}",
+        "streams": {"z": len(vf.z), "y": [len(s) for s in vf.y],
+                    **({"alpha": len(vf.alpha)} if vf.alpha is not None else {}),
+                    **({"icc": len(vf.icc)} if vf.icc is not None else {})},
+        "header_overhead": container.overhead(len(vf.streams), len(h.model_id)),
+    }
+    if as_json:
+        click.echo(json.dumps(rec, indent=2))
+        return
+    for k, v in rec.items():
+        click.echo(f"{k:16} {v}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models(as_json: bool) -> None:
+    """List the shipped models."""
+    from .weights import available_models, default_model_id
+
+    specs = available_models()
+    if as_json:
+        click.echo(json.dumps([{"model_id": s.model_id, "N": s.N, "M": s.M, "levels": s.levels,
+                                "sha256": s.sha256} for s in specs], indent=2))
+        return
+    default = default_model_id() if specs else None
+    for s in specs:
+        mark = " (default)" if s.model_id == default else ""
+        click.echo(f"{s.model_id}{mark}  N={s.N} M={s.M} levels={s.levels} sha256={s.sha256[:16]}…")
+
+
+@main.command()
+@click.argument("data")
+@click.option("--out", required=True, help="Run folder: checkpoints (last.pt, best.pt) and log.jsonl.")
+@click.option("--steps", type=click.IntRange(1), default=100_000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--patch-size", type=click.IntRange(64), default=128, show_default=True,
+              help="Crop size (a multiple of 64 keeps the hyperprior's grid whole).")
+@click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak learning rate (Adam).")
+@click.option("--lr-decay-start", type=click.IntRange(0), default=0, show_default=True,
+              help="Cosine decay to --lr-min from this step to --steps (0: constant).")
+@click.option("--lr-min", type=float, default=1e-5, show_default=True)
+@click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", show_default=True)
+@click.option("--init", default=None, help="Start from 'shipped' or a .safetensors/.pt file (fine-tuning).")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from OUT/last.pt if present.")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.03, show_default=True,
+              help="Share of DATA held out for validation.")
+@click.option("--val-every", type=float, default=900, show_default=True, help="Seconds between validations.")
+@click.option("--checkpoint-every", type=float, default=300, show_default=True, help="Seconds between checkpoints.")
+@click.option("--max-minutes", type=float, default=None, help="Stop (with a checkpoint) after this long.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def train(data: str, out: str, **kw: Any) -> None:
+    """Train (or fine-tune) a model on a folder of images.
+
+    \b
+    Resumable: rerun the same command to continue from OUT/last.pt.
+    Several processes: torchrun --nproc-per-node 2 -m vaecodec train DATA --out OUT
+    """
+    from .train import TrainConfig, train as run
+
+    cfg = TrainConfig(
+        data=data, out=out, steps=kw["steps"], batch_size=kw["batch_size"], patch_size=kw["patch_size"],
+        lr=kw["lr"], lr_decay_start=kw["lr_decay_start"], lr_min=kw["lr_min"], metric=kw["metric"],
+        init=kw["init"], val_fraction=kw["val_fraction"], val_every_s=kw["val_every"],
+        checkpoint_every_s=kw["checkpoint_every"], max_minutes=kw["max_minutes"], precision=kw["precision"],
+        device=kw["device"], seed=kw["seed"],
+    )
+    result = run(cfg, resume=kw["resume"])
+    if result:
+        err(f"validation: {json.dumps(result)}")
+
+
+@main.command()
+@click.argument("checkpoint")
+@click.option("-o", "--output", required=True, help="The .safetensors file to write.")
+@click.option("--model-id", default="custom@1", show_default=True, help="Id recorded in the weights and in files.")
+@click.option("--fp32", is_flag=True, help="Keep float32 parameters (default: float16).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
+def export(checkpoint: str, output: str, model_id: str, fp32: bool, force: bool) -> None:
+    """Export a training checkpoint to a weights file usable with --weights."""
+    from .export import export as run, model_from_checkpoint
+
+    out = Path(output)
+    if out.exists() and not force:
+        msg = f"{output}: already exists (use --force to overwrite)"
+        raise VaecodecError(msg)
+    digest = run(model_from_checkpoint(checkpoint), out, model_id=model_id, half=not fp32)
+    click.echo(f"{output}  sha256 {digest}")

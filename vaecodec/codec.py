@@ -1,0 +1,350 @@
+"""The codec: image → network → entropy coding → container, and back.
+
+:class:`Codec` keeps a loaded model on a device. The analysis and synthesis transforms run
+on that device (batched); everything that decides the entropy coder's probabilities (the
+hyper-synthesis, the table indexes and the rANS coder) runs on the CPU, one image at a
+time, so encoder and decoder derive the same tables. A CRC of the table indexes travels
+in the file, so a decoder that would disagree reports :class:`DesyncError` instead of
+producing garbage.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import container, image
+from .container import Header, PixelFormat, VaeFile
+from .errors import DesyncError, FormatError, ModelMismatchError, VaecodecError
+from .model import HyperpriorModel
+from .weights import ModelSpec, get_spec, load_state_dict, spec_from_file
+
+DEFAULT_QUALITY = 75.0
+QUALITY_RANGE = (0.0, 100.0)
+#: Latent symbols per rANS stream; larger images split y into row bands of about this size,
+#: which bounds the coder's memory. Part of the format (the band height is derived from it).
+Y_CHUNK_SYMBOLS = 1 << 20
+TARGET_BPP_TOLERANCE = 0.05
+
+
+def quality_to_level(quality: float, levels: int) -> float:
+    """Map the user's 0..100 quality onto the continuous gain ladder 0..levels-1."""
+    return float(quality) / 100.0 * (levels - 1)
+
+
+def band_rows(latent_width: int, channels: int) -> int:
+    """Latent rows per y stream (see :data:`Y_CHUNK_SYMBOLS`)."""
+    return max(1, Y_CHUNK_SYMBOLS // (channels * latent_width))
+
+
+def _check_quality(quality: float) -> float:
+    q = float(quality)
+    if not (QUALITY_RANGE[0] <= q <= QUALITY_RANGE[1]) or math.isnan(q):
+        msg = f"quality must be between {QUALITY_RANGE[0]:g} and {QUALITY_RANGE[1]:g}, got {quality}"
+        raise ValueError(msg)
+    return round(q * container.QUALITY_SCALE) / container.QUALITY_SCALE  # what the header can hold
+
+
+@dataclass
+class _Timer:
+    stats: dict[str, float] | None
+    device: torch.device
+
+    def __call__(self, name: str, t0: float) -> float:
+        if self.stats is None:
+            return t0
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t1 = time.perf_counter()
+        self.stats[name] = self.stats.get(name, 0.0) + (t1 - t0)
+        return t1
+
+
+class Codec:
+    """A loaded model on a device, ready to encode and decode.
+
+    Args:
+        model_id: a shipped model id (default: the shipped default), or None.
+        device: "cpu", "cuda", "cuda:1", or "auto" (CUDA when present).
+        weights: path to a ``.safetensors`` file made by ``vaecodec train``/``export``
+            (fine-tuned models); overrides ``model_id``.
+    """
+
+    def __init__(
+        self, model_id: str | None = None, *, device: str | torch.device = "cpu", weights: str | None = None
+    ) -> None:
+        from pathlib import Path
+
+        spec = spec_from_file(Path(weights)) if weights else get_spec(model_id)
+        model = HyperpriorModel(spec.N, spec.M, spec.levels)
+        state = load_state_dict(spec.path, sha256=spec.sha256)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            from .errors import WeightsError
+
+            msg = f"{spec.path}: weights do not fit model {spec.model_id} ({str(e).splitlines()[0]})"
+            raise WeightsError(msg) from None
+        self._setup(model, spec, device)
+
+    @classmethod
+    def from_model(
+        cls, model: HyperpriorModel, *, model_id: str = "test@0", tag: bytes = b"\0\0\0\0",
+        device: str | torch.device = "cpu",
+    ) -> Codec:
+        """Wrap an in-memory model (tests, research). Its entropy tables must be ``update()``d."""
+        self = cls.__new__(cls)
+        spec = ModelSpec(model_id=model_id, filename="", sha256=tag.hex() + "0" * 56, N=model.N, M=model.M,
+                         levels=model.levels)
+        self._setup(model, spec, device)
+        return self
+
+    def _setup(self, model: HyperpriorModel, spec: ModelSpec, device: str | torch.device) -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            msg = "device 'cuda' requested but CUDA is not available"
+            raise VaecodecError(msg)
+        self.spec = spec
+        self.model = model.eval()
+        # Transforms on the device; hyper-synthesis, gains and entropy models stay on the CPU.
+        for name in ("g_a", "h_a", "g_s"):
+            getattr(model, name).to(self.device)
+        self.factor = model.downsampling_factor
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.model_id
+
+    # ------------------------------------------------------------------ network stages
+
+    def _levels(self, quality: float, n: int) -> torch.Tensor:
+        return torch.full((n,), quality_to_level(quality, self.model.levels))
+
+    @torch.inference_mode()
+    def _analysis(self, rgb: np.ndarray, quality: float) -> torch.Tensor:
+        """B×H×W×3 uint8 → gained latents y (B×M×h×w, float32, CPU)."""
+        x = torch.from_numpy(rgb).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, (-w) % self.factor, 0, (-h) % self.factor), mode="replicate")
+        g = self.model.gains(self._levels(quality, x.shape[0]))[0].to(self.device)
+        return (self.model.g_a(x) * g).float().cpu()
+
+    @torch.inference_mode()
+    def _hyper_analysis(self, y: torch.Tensor, quality: float) -> torch.Tensor:
+        hg = self.model.gains(self._levels(quality, y.shape[0]))[2]
+        return (self.model.h_a(y.to(self.device)).float().cpu() * hg)
+
+    @torch.inference_mode()
+    def _entropy_params(self, z_hat: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """z_hat (1×N×h×w, CPU) → (table indexes, means, CRC of the indexes). CPU, float32, batch 1."""
+        ihg = self.model.gains(self._levels(quality, 1))[3]
+        scales, means = self.model.h_s(z_hat * ihg).chunk(2, 1)
+        indexes = self.model.gaussian_conditional.build_indexes(scales)
+        crc = zlib.crc32(indexes.to(torch.uint8).numpy().tobytes())
+        return indexes, means, crc
+
+    @torch.inference_mode()
+    def _synthesis(self, y_hat: torch.Tensor, quality: float, h: int, w: int) -> np.ndarray:
+        """B×M×h×w → B×H×W×3 uint8 (cropped to the original size)."""
+        ig = self.model.gains(self._levels(quality, y_hat.shape[0]))[1].to(self.device)
+        x = self.model.g_s(y_hat.to(self.device) * ig)[..., :h, :w]
+        x = x.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        return x.permute(0, 2, 3, 1).cpu().numpy()
+
+    # ------------------------------------------------------------------ entropy coding
+
+    @torch.inference_mode()
+    def _code(self, y: torch.Tensor, quality: float, timer: _Timer) -> tuple[bytes, list[bytes], int]:
+        """One image's y (1×M×h×w) → z stream, y streams (row bands), index CRC."""
+        t = time.perf_counter()
+        z = self._hyper_analysis(y, quality)
+        t = timer("hyper", t)
+        eb = self.model.entropy_bottleneck
+        z_bytes = eb.compress(z)[0]
+        z_hat = eb.decompress([z_bytes], z.shape[-2:])
+        t = timer("entropy", t)
+        indexes, means, crc = self._entropy_params(z_hat, quality)
+        t = timer("hyper", t)
+        rows = band_rows(y.shape[-1], y.shape[1])
+        gc = self.model.gaussian_conditional
+        y_streams = [
+            gc.compress(y[..., r : r + rows, :], indexes[..., r : r + rows, :], means=means[..., r : r + rows, :])[0]
+            for r in range(0, y.shape[-2], rows)
+        ]
+        timer("entropy", t)
+        return z_bytes, y_streams, crc
+
+    @torch.inference_mode()
+    def _decode_latents(self, vf: VaeFile, timer: _Timer) -> torch.Tensor:
+        h = vf.header
+        ph, pw = -(-h.height // self.factor), -(-h.width // self.factor)
+        t = time.perf_counter()
+        z_hat = self.model.entropy_bottleneck.decompress([vf.z], (ph, pw))
+        t = timer("entropy", t)
+        indexes, means, crc = self._entropy_params(z_hat, h.quality)
+        t = timer("hyper", t)
+        if crc != h.index_crc:
+            msg = (
+                f"entropy parameters differ from the encoder's (index CRC 0x{crc:08x}, file says "
+                f"0x{h.index_crc:08x}); the file was made by an incompatible encoder or is corrupt"
+            )
+            raise DesyncError(msg)
+        rows = band_rows(indexes.shape[-1], indexes.shape[1])
+        n_bands = -(-indexes.shape[-2] // rows)
+        if len(vf.y) != n_bands:
+            msg = f"file has {len(vf.y)} y streams, a {h.width}x{h.height} image needs {n_bands}"
+            raise FormatError(msg)
+        gc = self.model.gaussian_conditional
+        bands = [
+            gc.decompress([s], indexes[..., i * rows : (i + 1) * rows, :], means=means[..., i * rows : (i + 1) * rows, :])
+            for i, s in enumerate(vf.y)
+        ]
+        timer("entropy", t)
+        return torch.cat(bands, dim=-2)
+
+    # ------------------------------------------------------------------ public
+
+    def encode(
+        self, img: Any, *, quality: float = DEFAULT_QUALITY, target_bpp: float | None = None,
+        stats: dict[str, float] | None = None,
+    ) -> bytes:
+        """Encode one image (PIL image, numpy array or torch tensor) to .vae bytes.
+
+        Args:
+            quality: 0..100; more quality means more bits and higher PSNR.
+            target_bpp: search the quality so the file lands within 5 % of this many bits
+                per pixel (whole file); overrides ``quality``.
+            stats: if a dict, filled with seconds per stage.
+        """
+        planes = image.to_planes(img)
+        if target_bpp is not None:
+            return self._encode_target(planes, float(target_bpp), stats)
+        return self._encode_planes([planes], _check_quality(quality), stats)[0]
+
+    def encode_batch(
+        self, images: Sequence[Any], *, quality: float = DEFAULT_QUALITY, stats: dict[str, float] | None = None
+    ) -> list[bytes]:
+        """Encode same-size images with one network pass; returns one self-contained file each."""
+        planes = [image.to_planes(im, what=f"image {i}") for i, im in enumerate(images)]
+        if not planes:
+            return []
+        sizes = {(p.height, p.width) for p in planes}
+        if len(sizes) > 1:
+            msg = f"encode_batch needs images of one size, got {sorted(sizes)}; group them by size"
+            raise ValueError(msg)
+        return self._encode_planes(planes, _check_quality(quality), stats)
+
+    def _encode_planes(self, planes: list[image.Planes], quality: float, stats: dict[str, float] | None) -> list[bytes]:
+        timer = _Timer(stats, self.device)
+        t = time.perf_counter()
+        y = self._analysis(np.stack([p.rgb for p in planes]), quality)
+        timer("analysis", t)
+        return [self._finish(p, y[i : i + 1], quality, timer) for i, p in enumerate(planes)]
+
+    def _finish(self, p: image.Planes, y: torch.Tensor, quality: float, timer: _Timer) -> bytes:
+        z_bytes, y_streams, crc = self._code(y, quality, timer)
+        t = time.perf_counter()
+        hdr = Header(
+            model_id=self.spec.model_id, weights_tag=self.spec.tag, height=p.height, width=p.width,
+            pixel_format=p.pixel_format, quality=quality, index_crc=crc, has_icc=p.icc is not None,
+        )
+        alpha = image.encode_alpha(p.alpha) if p.alpha is not None else None
+        out = container.pack(VaeFile(hdr, z_bytes, tuple(y_streams), alpha=alpha, icc=p.icc))
+        timer("container", t)
+        return out
+
+    def _encode_target(self, p: image.Planes, target: float, stats: dict[str, float] | None) -> bytes:
+        """Bisection on quality over the real file size (y is analysed once per probe)."""
+        if not target > 0 or math.isinf(target):
+            msg = f"target bpp must be a positive number, got {target}"
+            raise ValueError(msg)
+        pixels = p.height * p.width
+        cache: dict[float, bytes] = {}
+
+        def probe(q: float) -> float:
+            q = _check_quality(q)
+            if q not in cache:
+                cache[q] = self._encode_planes([p], q, stats)[0]
+            return 8 * len(cache[q]) / pixels
+
+        lo, hi = QUALITY_RANGE
+        b_lo, b_hi = probe(lo), probe(hi)
+        if target < b_lo * (1 - TARGET_BPP_TOLERANCE) or target > b_hi * (1 + TARGET_BPP_TOLERANCE):
+            msg = (
+                f"target {target:g} bpp is outside what this image can reach "
+                f"({b_lo:.3f} bpp at quality 0 .. {b_hi:.3f} bpp at quality 100)"
+            )
+            raise VaecodecError(msg)
+        for _ in range(14):
+            mid = (lo + hi) / 2
+            if probe(mid) < target:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo < 0.02:
+                break
+        best = min(cache, key=lambda q: abs(8 * len(cache[q]) / pixels - target))
+        got = 8 * len(cache[best]) / pixels
+        if abs(got - target) > TARGET_BPP_TOLERANCE * target:
+            msg = f"closest file to {target:g} bpp is {got:.4f} bpp (quality {best:g}); the rate jumps there"
+            raise VaecodecError(msg)
+        return cache[best]
+
+    def check_header(self, h: Header, what: str = "file") -> None:
+        """Refuse files made with another model or other weights."""
+        if h.model_id != self.spec.model_id:
+            msg = f"{what} was made with model {h.model_id}; this codec has {self.spec.model_id}"
+            raise ModelMismatchError(msg)
+        if h.weights_tag != self.spec.tag:
+            msg = (
+                f"{what} was made with other weights of {h.model_id} (tag {h.weights_tag.hex()}, "
+                f"loaded {self.spec.tag.hex()}); decode it with the vaecodec version that wrote it"
+            )
+            raise ModelMismatchError(msg)
+
+    def decode(self, data: bytes, *, output: str = "numpy", stats: dict[str, float] | None = None) -> Any:
+        """Decode .vae bytes to an image: ``output`` is "numpy" (H×W×C or H×W uint8), "pil" or "torch"."""
+        return self.decode_batch([data], output=output, stats=stats)[0]
+
+    def decode_batch(
+        self, datas: Sequence[bytes], *, output: str = "numpy", stats: dict[str, float] | None = None
+    ) -> list[Any]:
+        """Decode many files; files of the same size and quality share one synthesis pass."""
+        if output not in image.OUTPUTS:
+            msg = f"output must be one of {image.OUTPUTS}, got {output!r}"
+            raise ValueError(msg)
+        timer = _Timer(stats, self.device)
+        files: list[VaeFile] = []
+        for i, d in enumerate(datas):
+            t = time.perf_counter()
+            vf = container.unpack(d)
+            self.check_header(vf.header, f"file {i}" if len(datas) > 1 else "file")
+            timer("container", t)
+            files.append(vf)
+        latents = [self._decode_latents(vf, timer) for vf in files]
+        groups: dict[tuple[int, int, float], list[int]] = {}
+        for i, vf in enumerate(files):
+            groups.setdefault((vf.header.height, vf.header.width, vf.header.quality), []).append(i)
+        results: list[Any] = [None] * len(files)
+        for (h, w, q), idx in groups.items():
+            t = time.perf_counter()
+            rgb = self._synthesis(torch.cat([latents[i] for i in idx]), q, h, w)
+            t = timer("synthesis", t)
+            for k, i in enumerate(idx):
+                vf = files[i]
+                alpha = image.decode_alpha(vf.alpha, h, w) if vf.alpha is not None else None
+                arr = image.assemble(rgb[k], vf.header.pixel_format, alpha)
+                results[i] = image.to_output(arr, output, vf.icc)
+            timer("container", t)
+        return results
+

@@ -1,0 +1,236 @@
+"""Pixels in and out: whatever image a caller has ↔ 8-bit planes the codec works on.
+
+Input policy (what ``encode`` accepts and how it is converted, like cwebp/avifenc do):
+
+* **PIL images** of any mode. EXIF orientation is applied first. ``RGB`` and ``L`` are coded as
+  they are; ``RGBA``/``LA`` keep their alpha plane (coded losslessly in its own stream);
+  ``P`` (palette) becomes ``RGB``, or ``RGBA`` when it has transparency; ``1`` becomes ``L``;
+  ``CMYK``/``YCbCr``/``LAB``/``HSV`` become ``RGB``; 16-bit (``I;16*``, ``I``) is scaled to 8
+  bits (value / 257, rounded) and ``F`` is clipped to 0..255: the codec is 8-bit. An ICC
+  profile (``info["icc_profile"]``) is carried through to the decoded image.
+* **numpy arrays** H×W, H×W×1 (grayscale), H×W×3 (RGB) or H×W×4 (RGBA); uint8, uint16
+  (scaled to 8 bits) or float in [0, 1].
+* **torch tensors** C×H×W (or 1×C×H×W) with C in 1, 3, 4; float in [0, 1] or uint8.
+
+Images are padded to the model's downsampling factor by edge replication inside the codec,
+and cropped back on decode, so any size from 1×1 up works.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .container import MAX_PIXELS, PixelFormat
+from .errors import ImageError
+
+if TYPE_CHECKING:
+    import torch
+
+OUTPUTS = ("numpy", "pil", "torch")
+
+
+@dataclass
+class Planes:
+    """An image as the codec sees it: 8-bit colour planes, an optional alpha plane, an ICC profile."""
+
+    rgb: np.ndarray  # H×W×3 uint8 (grayscale replicated to 3 channels)
+    pixel_format: PixelFormat
+    alpha: np.ndarray | None = None  # H×W uint8
+    icc: bytes | None = None
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+
+def _to_uint8(a: np.ndarray, what: str) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.uint16:
+        return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if a.dtype in (np.float16, np.float32, np.float64):
+        if not np.isfinite(a).all():
+            msg = f"{what}: float image contains NaN or infinity"
+            raise ImageError(msg)
+        return np.clip(np.rint(a.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * 255
+    msg = f"{what}: unsupported dtype {a.dtype} (use uint8, uint16 or float in [0, 1])"
+    raise ImageError(msg)
+
+
+def _check_size(h: int, w: int, what: str) -> None:
+    if h < 1 or w < 1:
+        msg = f"{what}: empty image ({w}x{h})"
+        raise ImageError(msg)
+    if h * w > MAX_PIXELS or max(h, w) > 0xFFFF:
+        msg = f"{what}: {w}x{h} exceeds the codec's limits ({MAX_PIXELS} pixels, 65535 per side)"
+        raise ImageError(msg)
+
+
+def from_array(a: np.ndarray, *, what: str = "array") -> Planes:
+    """H×W, H×W×C (C in 1, 3, 4) array → :class:`Planes`."""
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        msg = f"{what}: expected an H×W, H×W×1, H×W×3 or H×W×4 array, got shape {a.shape}"
+        raise ImageError(msg)
+    _check_size(a.shape[0], a.shape[1], what)
+    a = _to_uint8(np.asarray(a), what)
+    c = a.shape[2]
+    if c == 1:
+        return Planes(np.repeat(a, 3, axis=2), PixelFormat.L8)
+    if c == 3:
+        return Planes(np.ascontiguousarray(a), PixelFormat.RGB8)
+    return Planes(np.ascontiguousarray(a[:, :, :3]), PixelFormat.RGBA8, alpha=np.ascontiguousarray(a[:, :, 3]))
+
+
+def from_pil(im: Image.Image, *, what: str = "image") -> Planes:
+    """Any Pillow image → :class:`Planes` (policy in the module docstring)."""
+    icc = im.info.get("icc_profile") or None
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # a broken EXIF block must not make the image unreadable
+        pass
+    _check_size(im.height, im.width, what)
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(im, dtype=np.int64)
+        a = np.clip(a, 0, 65535).astype(np.uint16)
+        p = from_array(a, what=what)
+    elif mode == "F":
+        a = np.clip(np.asarray(im, dtype=np.float64), 0, 255)
+        p = from_array(np.rint(a).astype(np.uint8), what=what)
+    elif mode in ("L", "1"):
+        p = from_array(np.asarray(im.convert("L")), what=what)
+    elif mode in ("LA", "La", "PA") or (mode == "P" and "transparency" in im.info and _palette_is_gray(im)):
+        la = np.asarray(im.convert("LA"))
+        p = Planes(np.repeat(la[:, :, :1], 3, axis=2), PixelFormat.LA8, alpha=np.ascontiguousarray(la[:, :, 1]))
+    elif mode in ("RGBA", "RGBa") or (mode == "P" and "transparency" in im.info):
+        p = from_array(np.asarray(im.convert("RGBA")), what=what)
+    else:  # RGB, P, CMYK, YCbCr, LAB, HSV, RGBX, ...
+        try:
+            rgb = im.convert("RGB")
+        except (ValueError, OSError) as e:
+            msg = f"{what}: cannot convert mode {mode} to RGB ({e})"
+            raise ImageError(msg) from None
+        p = from_array(np.asarray(rgb), what=what)
+    p.icc = icc
+    return p
+
+
+def _palette_is_gray(im: Image.Image) -> bool:
+    pal = im.getpalette() or []
+    return all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3))
+
+
+def from_tensor(t: torch.Tensor, *, what: str = "tensor") -> Planes:
+    """C×H×W or 1×C×H×W tensor (float in [0, 1] or uint8) → :class:`Planes`."""
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 3:
+        msg = f"{what}: expected a C×H×W tensor, got shape {tuple(t.shape)}"
+        raise ImageError(msg)
+    return from_array(t.detach().cpu().permute(1, 2, 0).numpy(), what=what)
+
+
+def to_planes(image: Any, *, what: str | None = None) -> Planes:
+    """Dispatch on the input kind (PIL image, numpy array, torch tensor; Planes pass through)."""
+    if isinstance(image, Planes):
+        return image
+    if isinstance(image, Image.Image):
+        return from_pil(image, what=what or "image")
+    if isinstance(image, np.ndarray):
+        return from_array(image, what=what or "array")
+    mod = type(image).__module__
+    if mod.startswith("torch"):
+        return from_tensor(image, what=what or "tensor")
+    msg = f"{what or 'input'}: expected a PIL image, numpy array or torch tensor, got {type(image).__name__}"
+    raise TypeError(msg)
+
+
+def open_image(path: str, data: bytes | None = None) -> Planes:
+    """Read an image file (anything Pillow reads) into :class:`Planes`. ``data`` bypasses the file."""
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
+            im.load()
+            return from_pil(im, what=str(path))
+    except FileNotFoundError:
+        msg = f"{path}: no such file"
+        raise ImageError(msg) from None
+    except IsADirectoryError:
+        msg = f"{path}: is a folder, not an image"
+        raise ImageError(msg) from None
+    except Image.DecompressionBombError as e:
+        msg = f"{path}: too many pixels ({e})"
+        raise ImageError(msg) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        msg = f"{path}: not a readable image ({e})"
+        raise ImageError(msg) from None
+
+
+def encode_alpha(alpha: np.ndarray) -> bytes:
+    """Alpha plane → lossless bytes (a grayscale PNG, which compresses flat planes to almost nothing)."""
+    buf = io.BytesIO()
+    Image.fromarray(alpha, "L").save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def decode_alpha(data: bytes, height: int, width: int) -> np.ndarray:
+    """Inverse of :func:`encode_alpha`; checks the plane matches the image size."""
+    from .errors import FormatError
+
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+            if im.size != (width, height) or im.mode != "L":
+                msg = f"alpha plane is {im.mode} {im.size[0]}x{im.size[1]}, image is {width}x{height}"
+                raise FormatError(msg)
+            im.load()
+            return np.asarray(im).copy()
+    except (OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, FormatError):
+            raise
+        msg = f"alpha plane is corrupt ({e})"
+        raise FormatError(msg) from None
+
+
+def assemble(rgb: np.ndarray, pixel_format: PixelFormat, alpha: np.ndarray | None) -> np.ndarray:
+    """Decoded RGB (+ alpha) → the array for ``pixel_format`` (H×W for L8, H×W×C otherwise)."""
+    if pixel_format in (PixelFormat.L8, PixelFormat.LA8):
+        gray = np.asarray(Image.fromarray(rgb, "RGB").convert("L"))
+        if pixel_format is PixelFormat.L8:
+            return gray
+        return np.dstack([gray, alpha])
+    if pixel_format is PixelFormat.RGBA8:
+        return np.dstack([rgb, alpha])
+    return rgb
+
+
+def to_output(a: np.ndarray, output: str, icc: bytes | None = None) -> Any:
+    """Assembled array → numpy (as is), PIL image (ICC attached) or float C×H×W tensor in [0, 1]."""
+    if output == "numpy":
+        return a
+    if output == "pil":
+        mode = {2: "L", 3: "RGB", 4: "RGBA"}[a.shape[2] if a.ndim == 3 else 2]
+        if a.ndim == 3 and a.shape[2] == 2:
+            mode = "LA"
+        im = Image.fromarray(a, mode)
+        if icc:
+            im.info["icc_profile"] = icc
+        return im
+    if output == "torch":
+        import torch
+
+        t = torch.from_numpy(a if a.ndim == 3 else a[:, :, None]).permute(2, 0, 1)
+        return t.float().div(255)
+    msg = f"output must be one of {OUTPUTS}, got {output!r}"
+    raise ValueError(msg)
