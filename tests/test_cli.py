@@ -1,0 +1,205 @@
+"""The command line through click's CliRunner (tiny model patched in): exit codes, streams, files."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import natural_like
+from vaecodec import cli
+from vaecodec.errors import VaecodecError
+
+
+@pytest.fixture
+def run(tiny_codec, monkeypatch):
+    monkeypatch.setattr(cli, "_codec", lambda *a, **k: tiny_codec)
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(cli.main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def png(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(natural_like(40, 56)).save(path)
+    return path
+
+
+def one_error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_encode_decode_default_names(run, png):
+    r = run("encode", png)
+    assert r.exit_code == 0 and r.stdout == ""
+    vae = png.with_suffix(".vae")
+    assert vae.read_bytes()[:4] == b"\x89VAE"
+    vae.rename(png.with_name("other.vae"))
+    r = run("decode", png.with_name("other.vae"))
+    assert r.exit_code == 0
+    assert Image.open(png.with_name("other.png")).size == (56, 40)
+
+
+def test_quality_and_verbose(run, png, tmp_path):
+    r = run("encode", png, "-o", tmp_path / "a.vae", "-q", 10, "-v")
+    assert r.exit_code == 0
+    assert "bpp" in r.stderr and "quality 10" in r.stderr
+    r = run("info", tmp_path / "a.vae", "--json")
+    info = json.loads(r.stdout)
+    assert info["quality"] == 10 and info["width"] == 56 and info["height"] == 40 and info["pixel_format"] == "RGB8"
+
+
+def test_many_inputs_go_to_a_folder(run, tmp_path):
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray(natural_like(20, 30, seed=i)).save(p)
+        paths.append(p)
+    r = run("encode", *paths, "-o", tmp_path / "out")
+    assert r.exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["im0.vae", "im1.vae", "im2.vae"]
+    r = run("decode", *sorted((tmp_path / "out").iterdir()), "-o", tmp_path / "dec")
+    assert r.exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["im0.png", "im1.png", "im2.png"]
+
+
+def test_stdin_and_stdout(run, png):
+    r = run("encode", "-", "-o", "-", input=png.read_bytes())
+    assert r.exit_code == 0 and r.stdout_bytes[:4] == b"\x89VAE"
+    r2 = run("decode", "-", "-o", "-", input=r.stdout_bytes)
+    assert r2.exit_code == 0
+    assert Image.open(io.BytesIO(r2.stdout_bytes)).format == "PNG"
+
+
+@pytest.mark.parametrize(("suffix", "fmt"), [(".webp", "WEBP"), (".tif", "TIFF"), (".bmp", "BMP"), (".ppm", "PPM")])
+def test_decode_format_follows_extension(run, png, tmp_path, suffix, fmt):
+    run("encode", png, "-o", tmp_path / "a.vae")
+    r = run("decode", tmp_path / "a.vae", "-o", tmp_path / f"a{suffix}")
+    assert r.exit_code == 0
+    assert Image.open(tmp_path / f"a{suffix}").format == fmt
+
+
+def test_refuses_to_overwrite_without_force(run, png, tmp_path):
+    out = tmp_path / "a.vae"
+    out.write_bytes(b"precious")
+    r = run("encode", png, "-o", out)
+    assert r.exit_code == 1 and "already exists" in one_error_line(r)
+    assert out.read_bytes() == b"precious"
+    r = run("encode", png, "-o", out, "--force")
+    assert r.exit_code == 0 and out.read_bytes()[:4] == b"\x89VAE"
+
+
+def test_never_overwrites_its_input(run, png):
+    r = run("encode", png, "-o", png, "--force")
+    assert r.exit_code == 1 and "input" in one_error_line(r)
+    assert Image.open(png).size == (56, 40)
+
+
+def test_failed_encode_leaves_no_output(run, png, tmp_path, monkeypatch, tiny_codec):
+    def boom(*a, **k):
+        raise VaecodecError("simulated failure")
+
+    monkeypatch.setattr(tiny_codec, "encode", boom)
+    r = run("encode", png, "-o", tmp_path / "x.vae")
+    assert r.exit_code == 1
+    assert not (tmp_path / "x.vae").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_write_is_atomic(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), cli.atomic_output(target) as f:
+        f.write(b"partial")
+        raise RuntimeError
+    assert target.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+@pytest.fixture
+def bad_files(run, png, tmp_path):
+    run("encode", png, "-o", tmp_path / "good.vae")
+    good = (tmp_path / "good.vae").read_bytes()
+    files = {
+        "truncated": good[: len(good) // 2],
+        "flipped": good[:30] + bytes([good[30] ^ 0x10]) + good[31:],
+        "renamed png": png.read_bytes(),
+        "empty": b"",
+    }
+    paths = {}
+    for name, data in files.items():
+        p = tmp_path / (name.replace(" ", "_") + ".vae")
+        p.write_bytes(data)
+        paths[name] = p
+    paths["missing"] = tmp_path / "missing.vae"
+    paths["folder"] = tmp_path
+    return paths
+
+
+@pytest.mark.parametrize("case", ["truncated", "flipped", "renamed png", "empty", "missing", "folder"])
+@pytest.mark.parametrize("command", ["decode", "info"])
+def test_bad_inputs_give_exit_1_and_one_line(run, bad_files, case, command, tmp_path):
+    args = [command, bad_files[case]] + (["-o", tmp_path / "out.png"] if command == "decode" else [])
+    r = run(*args)
+    assert r.exit_code == 1
+    line = one_error_line(r)
+    assert str(bad_files[case].name) in line or str(bad_files[case]) in line
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_encode_bad_image_gives_exit_1(run, tmp_path):
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    r = run("encode", tmp_path / "junk.png")
+    assert r.exit_code == 1 and "junk.png" in one_error_line(r)
+
+
+def test_many_files_continue_past_an_error(run, png, tmp_path):
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    r = run("encode", tmp_path / "junk.png", png, "-o", tmp_path / "out")
+    assert r.exit_code == 1
+    assert (tmp_path / "out" / "photo.vae").exists()
+
+
+def test_usage_errors_exit_2(run, png):
+    assert run("encode", png, "-q", 50, "--target-bpp", 1).exit_code == 2
+    assert run("encode", png, "-q", 101).exit_code == 2
+
+
+def test_decode_alpha_to_jpeg_is_refused(run, tmp_path):
+    p = tmp_path / "a.png"
+    Image.fromarray(np.dstack([natural_like(16, 16), np.full((16, 16), 7, np.uint8)]), "RGBA").save(p)
+    run("encode", p)
+    r = run("decode", tmp_path / "a.vae", "-o", tmp_path / "a.jpg")
+    assert r.exit_code == 1 and "alpha" in one_error_line(r)
+    r = run("decode", tmp_path / "a.vae", "-o", tmp_path / "b.png")
+    assert np.asarray(Image.open(tmp_path / "b.png"))[..., 3].max() == 7
+
+
+def test_version_reports_cuda():
+    r = CliRunner().invoke(cli.main, ["--version"])
+    assert r.exit_code == 0 and "vaecodec" in r.stdout and "torch" in r.stdout and "CUDA" in r.stdout
+
+
+def test_info_runs_without_torch(run, png, tmp_path):
+    run("encode", png, "-o", tmp_path / "a.vae")
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['numpy'] = None\n"
+        "from vaecodec.cli import main\n"
+        f"main(['info', {str(tmp_path / 'a.vae')!r}])"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "model_id" in r.stdout and "width            56" in r.stdout
