@@ -339,6 +339,8 @@ def models(as_json: bool) -> None:
               help="Cosine decay to --lr-min from this step to --steps (0: constant).")
 @click.option("--lr-min", type=float, default=1e-5, show_default=True)
 @click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", show_default=True)
+@click.option("--channels", type=(click.IntRange(1), click.IntRange(1)), default=(128, 192), show_default=True,
+              help="N and M: channels of the transforms/z and of y.")
 @click.option("--init", default=None, help="Start from 'shipped' or a .safetensors/.pt file (fine-tuning).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from OUT/last.pt if present.")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.03, show_default=True,
@@ -363,7 +365,7 @@ def train(data: str, out: str, **kw: Any) -> None:
         lr=kw["lr"], lr_decay_start=kw["lr_decay_start"], lr_min=kw["lr_min"], metric=kw["metric"],
         init=kw["init"], val_fraction=kw["val_fraction"], val_every_s=kw["val_every"],
         checkpoint_every_s=kw["checkpoint_every"], max_minutes=kw["max_minutes"], precision=kw["precision"],
-        device=kw["device"], seed=kw["seed"],
+        device=kw["device"], seed=kw["seed"], N=kw["channels"][0], M=kw["channels"][1],
     )
     result = run(cfg, resume=kw["resume"])
     if result:
@@ -386,3 +388,49 @@ def export(checkpoint: str, output: str, model_id: str, fp32: bool, force: bool)
         raise VaecodecError(msg)
     digest = run(model_from_checkpoint(checkpoint), out, model_id=model_id, half=not fp32)
     click.echo(f"{output}  sha256 {digest}")
+
+
+@main.command()
+@click.argument("image", default="assets/coffee.png")
+@click.option("-q", "--quality", type=click.FloatRange(0, 100), default=75, show_default=True)
+def demo(image: str, quality: float) -> None:
+    """Encode and decode IMAGE with the shipped model; print size, bpp and PSNR (and JPEG's at that size)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from .codec import Codec
+    from .image import assemble, open_image
+
+    planes = open_image(image)
+    original = assemble(planes.rgb, planes.pixel_format, planes.alpha)
+    codec = Codec()
+    t0 = time.perf_counter()
+    data = codec.encode(planes, quality=quality)
+    t1 = time.perf_counter()
+    decoded = codec.decode(data)
+    t2 = time.perf_counter()
+    pixels = planes.width * planes.height
+
+    def psnr(a: np.ndarray, b: np.ndarray) -> float:
+        mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+        return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+    click.echo(f"{image}: {planes.width}x{planes.height} {planes.pixel_format.name}, model {codec.model_id}")
+    click.echo(f"vaecodec q={quality:g}: {len(data)} bytes, {8 * len(data) / pixels:.4f} bpp, "
+               f"PSNR {psnr(original, decoded):.2f} dB (encode {t1 - t0:.2f} s, decode {t2 - t1:.2f} s)")
+    # Pillow's JPEG (4:2:0, optimize) at the largest quality whose file is not larger
+    best = None
+    for q in range(1, 96):
+        buf = io.BytesIO()
+        Image.fromarray(planes.rgb).save(buf, format="JPEG", quality=q, subsampling="4:2:0", optimize=True)
+        if buf.tell() > len(data):
+            break
+        best = (q, buf.getvalue())
+    if best is None:
+        click.echo("JPEG: even quality 1 is larger than the .vae file")
+        return
+    jpeg = np.asarray(Image.open(io.BytesIO(best[1])).convert("RGB"))
+    click.echo(f"JPEG q={best[0]} (4:2:0, optimize): {len(best[1])} bytes, {8 * len(best[1]) / pixels:.4f} bpp, "
+               f"PSNR {psnr(planes.rgb, jpeg):.2f} dB")

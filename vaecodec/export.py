@@ -49,7 +49,7 @@ def export(
         if half:
             for p in model.parameters():
                 p.copy_(p.half().float())
-        model.update(force=True)
+        model.update(force=True, update_quantiles=True)
     state = {}
     for k, v in model.state_dict().items():
         v = v.detach().contiguous()

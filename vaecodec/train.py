@@ -276,6 +276,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     model = HyperpriorModel(cfg.N, cfg.M).to(device)
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    torch.manual_seed(cfg.seed * 1000 + rank + 1)  # same init on every rank, different noise
     opt = torch.optim.Adam([{"params": main_params, "lr": cfg.lr}, {"params": aux_params, "lr": cfg.aux_lr}])
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and device.type == "cuda")
 
@@ -294,6 +295,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
         if ck.get("world", 1) == world and f"rng{rank}" in ck:
             gen.set_state(ck[f"rng{rank}"]["torch"])
             sampler.rng.bit_generator.state = ck[f"rng{rank}"]["numpy"]
+            if "global" in ck[f"rng{rank}"]:
+                torch.set_rng_state(ck[f"rng{rank}"]["global"])
         log.info("resumed from %s at step %d", ckpt_path, step)
     elif cfg.init:
         _init_weights(model, cfg.init)
@@ -304,7 +307,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def rng_state() -> dict[str, Any]:
-        return {"torch": gen.get_state(), "numpy": sampler.rng.bit_generator.state}
+        return {"torch": gen.get_state(), "numpy": sampler.rng.bit_generator.state,
+                "global": torch.get_rng_state()}
 
     def save(path: Path) -> None:
         states = [None] * world
@@ -350,6 +354,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
             scaler.update()
             step += 1
             for k, v in (("loss", r["loss"]), ("bpp", r["bpp"]), ("psnr", r["psnr"]), ("aux", aux), ("gnorm", gnorm)):
+                v = v.detach()
                 acc[k] = acc.get(k, 0.0) + float(v)
             if bar is not None:
                 bar.update(1)

@@ -1,0 +1,120 @@
+"""Training: runs, checkpoints, resumes exactly, exports, and runs data-parallel with torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import REPO, natural_like
+from vaecodec import cli
+from vaecodec.train import TrainConfig, split_train_val, train
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("photos")
+    for i in range(6):
+        Image.fromarray(natural_like(96 + 16 * i, 128, seed=i)).save(d / f"p{i}.png")
+    return d
+
+
+def config(data_dir, out, **kw) -> TrainConfig:
+    base = dict(data=str(data_dir), out=str(out), steps=4, batch_size=2, patch_size=64, N=8, M=12,
+                lr_warmup=1, log_every=1, val_fraction=0.34, val_every_s=0.0, checkpoint_every_s=1e9, seed=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(out) -> dict[str, torch.Tensor]:
+    return torch.load(out / "last.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def test_training_logs_validates_and_checkpoints(data_dir, tmp_path):
+    result = train(config(data_dir, tmp_path), progress=False)
+    assert {"0", "2", "4", "7", "score"} <= result.keys()
+    lines = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert all(r["bpp"] > 0 and r["psnr"] > 0 for r in steps)
+    assert any("val" in r for r in lines)
+    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["step"] == 4 and (tmp_path / "best.pt").exists()
+
+
+def test_resume_continues_exactly(data_dir, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(config(data_dir, straight, steps=4, val_fraction=0), progress=False)
+    train(config(data_dir, split, steps=2, val_fraction=0), progress=False)
+    train(config(data_dir, split, steps=4, val_fraction=0), progress=False)
+    a, b = weights(straight), weights(split)
+    assert torch.load(split / "last.pt", weights_only=False)["step"] == 4
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_holdout_split_is_deterministic_and_disjoint(tmp_path):
+    files = [tmp_path / f"{i:03}.png" for i in range(100)]
+    tr, va = split_train_val(files, 0.05)
+    assert len(va) == 5 and not set(tr) & set(va) and len(tr) + len(va) == 100
+    assert split_train_val(files, 0.05) == (tr, va)
+
+
+def test_cli_train_export_and_encode_with_the_weights(data_dir, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(cli.main, ["train", str(data_dir), "--out", str(tmp_path / "run"), "--steps", "2",
+                                 "--batch-size", "2", "--patch-size", "64", "--channels", "8", "12",
+                                 "--val-fraction", "0"])
+    assert r.exit_code == 0, r.stderr
+    w = tmp_path / "mine.safetensors"
+    r = runner.invoke(cli.main, ["export", str(tmp_path / "run" / "last.pt"), "-o", str(w), "--model-id", "mine@1"])
+    assert r.exit_code == 0 and "sha256" in r.stdout
+    img = tmp_path / "x.png"
+    Image.fromarray(natural_like(30, 40)).save(img)
+    r = runner.invoke(cli.main, ["encode", str(img), "--weights", str(w), "-o", str(tmp_path / "x.vae")])
+    assert r.exit_code == 0, r.stderr
+    r = runner.invoke(cli.main, ["decode", str(tmp_path / "x.vae"), "--weights", str(w), "-o", str(tmp_path / "y.png")])
+    assert r.exit_code == 0, r.stderr
+    assert Image.open(tmp_path / "y.png").size == (40, 30)
+    r = runner.invoke(cli.main, ["decode", str(tmp_path / "x.vae"), "-o", str(tmp_path / "z.png")])
+    assert r.exit_code == 1 and "mine@1" in r.stderr  # the shipped model does not know these weights
+
+
+def test_fine_tune_from_weights_file(data_dir, tmp_path):
+    train(config(data_dir, tmp_path / "a", steps=1, val_fraction=0), progress=False)
+    from vaecodec.export import export, model_from_checkpoint
+
+    w = tmp_path / "a.safetensors"
+    export(model_from_checkpoint(tmp_path / "a" / "last.pt"), w, model_id="a@1")
+    train(config(data_dir, tmp_path / "b", steps=1, val_fraction=0, init=str(w)), progress=False)
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["step"] == 1
+
+
+def test_missing_data_folder_is_a_training_error(tmp_path):
+    from vaecodec.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="not found"):
+        train(config(tmp_path / "nope", tmp_path / "out"), progress=False)
+    r = CliRunner().invoke(cli.main, ["train", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and r.stderr.startswith("error: ")
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+                    reason="torchrun not installed")
+def test_data_parallel_with_two_processes(data_dir, tmp_path):
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "vaecodec", "train", str(data_dir),
+           "--out", str(tmp_path), "--steps", "3", "--batch-size", "2", "--patch-size", "64",
+           "--channels", "8", "12", "--val-fraction", "0", "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["step"] == 3 and ck["world"] == 2 and "rng1" in ck
