@@ -113,6 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         (out / name).unlink(missing_ok=True)
 
     t_start = time.perf_counter()
+    env = environment(" ".join(["python -m benchmarks", *sys.argv[1:]] if argv is None
+                               else ["benchmarks.cli.main", *argv]))
+    busy = env["load_average_1_5_15min"] and env["load_average_1_5_15min"][0] > 0.5 * (env["cpu_count"] or 1)
+    if busy:
+        print(f"warning: load average {env['load_average_1_5_15min'][0]:.2f} on {env['cpu_count']} CPUs: "
+              "another workload is running, timings will be pessimistic (RD results are unaffected)",
+              file=sys.stderr)
     samples = load_images(args.dataset, args.max_images)
     names = [n.strip() for n in args.codecs.split(",") if n.strip()] if args.codecs else None
     # The RD sweep and the crop run with --rd-threads (AVIF's output depends on its thread count).
@@ -122,8 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: {n} skipped: {why}", file=sys.stderr)
     results: dict[str, Any] = {
         "schema": "vaecodec-benchmarks/1",
-        "environment": environment(" ".join(["python -m benchmarks", *sys.argv[1:]] if argv is None
-                                                   else ["benchmarks.cli.main", *argv])),
+        "environment": env,
         "dataset": {"name": args.dataset.resolve().name, "path": str(args.dataset),
                     "kodak": is_kodak(samples),
                     "images": [{"name": s.name, "height": s.height, "width": s.width} for s in samples]},

@@ -55,7 +55,7 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     from pytorch_msssim import ms_ssim as _ms_ssim
 
     def to_t(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].to(torch.float32)
+        return torch.from_numpy(np.array(x, dtype=np.float32)).permute(2, 0, 1)[None]
 
     with torch.no_grad():
         return float(_ms_ssim(to_t(a), to_t(b), data_range=255.0, size_average=True))

@@ -149,8 +149,9 @@ def _throughput_md(bench: dict[str, Any]) -> list[str]:
 
 
 def _memory_md(rows: Sequence[dict[str, Any]]) -> list[str]:
-    out = ["Each value is one fresh process: peak RSS (`ru_maxrss`) and, in brackets, the increase caused "
-           "by the operation itself over the peak after imports, model loading and reading the input. "
+    out = ["One fresh process per cell: peak resident memory of the process (Linux `VmHWM`, reset just "
+           "before the operation), in brackets the increase over the resident memory just before the "
+           "operation (imports, model and input already loaded), then the time of that single call. "
            "Images are mirror-tiles of a dataset image.", "",
            "| codec | op | " + " | ".join(f"{mp:g} MP" for mp in sorted({round(r['megapixels'], 1) for r in rows}))
            + " |"]
@@ -183,6 +184,10 @@ def render(results: dict[str, Any], bench: dict[str, Any] | None) -> str:
              f"({env['cpu_count']} logical CPUs, torch threads {env['torch_threads']}), commit "
              f"`{env.get('git_commit')}`{', quick mode (fewer points)' if results['settings'].get('quick') else ''}.",
              f"Command: `{env['command']}`.", ""]
+    load = env.get("load_average_1_5_15min")
+    if load and load[0] > 0.5 * (env.get("cpu_count") or 1):
+        lines += [f"**Busy machine:** load average {load[0]:.2f} on {env['cpu_count']} CPUs when the run started; "
+                  "timings and memory-run durations are pessimistic. RD results do not depend on it.", ""]
     if results.get("skipped_codecs"):
         lines += ["Codecs not measured: " + "; ".join(f"{k} ({v})" for k, v in results["skipped_codecs"].items()),
                   ""]
