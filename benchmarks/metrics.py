@@ -109,6 +109,24 @@ def bd_rate(anchor_rate: Sequence[float], anchor_metric: Sequence[float],
     return float(math.exp((it - ia) / (hi - lo)) - 1.0)
 
 
+def bd_rate_polyfit(anchor_rate: Sequence[float], anchor_metric: Sequence[float],
+                    test_rate: Sequence[float], test_metric: Sequence[float]) -> float:
+    """The classic Bjøntegaard rate difference (cubic polynomial fit of ln-rate), as a cross-check.
+
+    Same overlap and sign convention as :func:`bd_rate`; needs at least 4 points per curve.
+    """
+    am, ar = _prepare(anchor_rate, anchor_metric)
+    tm, tr = _prepare(test_rate, test_metric)
+    if len(am) < 4 or len(tm) < 4:
+        return math.nan
+    lo, hi = max(am[0], tm[0]), min(am[-1], tm[-1])
+    if not hi > lo:
+        return math.nan
+    ia, it = (np.polyint(np.polyfit(m, r, 3)) for m, r in ((am, ar), (tm, tr)))
+    diff = (np.polyval(it, hi) - np.polyval(it, lo)) - (np.polyval(ia, hi) - np.polyval(ia, lo))
+    return float(math.exp(diff / (hi - lo)) - 1.0)
+
+
 def overlap(a_metric: Sequence[float], b_metric: Sequence[float]) -> tuple[float, float] | None:
     """The shared finite metric range of two curves, or None."""
     a = [v for v in a_metric if math.isfinite(v)]

@@ -19,7 +19,7 @@ from benchmarks import cli, report
 from benchmarks.codecs import make_codecs
 from benchmarks.crop import match_quality
 from benchmarks.memory import tiled_image
-from benchmarks.metrics import bd_rate, bpp, ms_ssim, ms_ssim_db, mse, psnr
+from benchmarks.metrics import bd_rate, bd_rate_polyfit, bpp, ms_ssim, ms_ssim_db, mse, psnr
 
 RATES = [0.1, 0.2, 0.4, 0.8, 1.6]
 PSNRS = [26.0, 29.0, 32.5, 36.0, 40.0]
@@ -78,6 +78,37 @@ def test_bd_rate_is_exact_for_log_linear_curves_sampled_at_different_points() ->
     test_m = [28.2, 31.7, 34.1, 37.9]
     value = bd_rate([rate(m, 1) for m in anchor_m], anchor_m, [rate(m, 0.8) for m in test_m], test_m)
     assert value == pytest.approx(-0.2, abs=1e-9)
+
+
+def test_classic_cubic_bd_rate_agrees_on_exact_cases() -> None:
+    m = [26.0, 29.0, 32.0, 35.0, 38.0]
+    r = [math.exp(0.3 * v - 9) for v in m]
+    assert bd_rate_polyfit(r, m, r, m) == pytest.approx(0.0, abs=1e-9)
+    assert bd_rate_polyfit(r, m, [x / 2 for x in r], m) == pytest.approx(-0.5, abs=1e-9)
+
+
+def test_bd_rate_reproduces_the_published_computation_in_shared_reference() -> None:
+    """The VBR-vs-fixed BD-rates in ../shared/reference (computed elsewhere with the same method)."""
+    ref = Path(__file__).resolve().parents[2] / "shared" / "reference"
+    table = ref / "variable-rate" / "vbr_vs_fixed_bdrate_computed.csv"
+    if not table.is_file():
+        pytest.skip(f"{table} not present")
+    expected = {}
+    for line in table.read_text().splitlines():
+        cells = line.split(",")
+        if cells[0] in ("bmshj2018-hyperprior-vbr", "mbt2018-mean-vbr"):
+            expected[cells[0]] = [float(c) for c in cells[2:3] + cells[4:6]]
+    assert len(expected) == 2
+
+    def curve(name: str) -> tuple[list[float], list[float]]:
+        res = json.loads((ref / "compressai-kodak" / name).read_text())["results"]
+        return res["bpp"], res["psnr-rgb"]
+
+    for vbr, fixed in (("bmshj2018-hyperprior", "bmshj2018-hyperprior"), ("mbt2018-mean", "mbt2018-mean")):
+        a = curve(f"compressai-{fixed}_mse_cuda.json")
+        t = curve(f"{vbr}-vbr-ans.json")
+        got = [100 * bd_rate(*a, *t, window=w) for w in (None, (28.0, 33.0), (33.0, 38.0))]
+        assert got == pytest.approx(expected[f"{vbr}-vbr"], abs=0.051)
 
 
 def test_bd_rate_ignores_point_order_and_integrates_only_the_overlap() -> None:
