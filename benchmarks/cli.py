@@ -62,7 +62,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--rd-threads", type=int, default=1,
                     help="threads for the RD sweep and the crop (default 1, pinned because AVIF's output depends "
                     "on its thread count; one thread also avoids oversubscription on a busy machine)")
-    ap.add_argument("--device", default="cpu", help="device for vaecodec in the RD sweep (default cpu)")
+    ap.add_argument("--device", default="cpu", help="device for vaecodec in the RD sweep, crop and memory runs (default cpu; "
+                    "throughput covers cuda by itself when present)")
     ap.add_argument("--references", type=Path, help="folder of CompressAI Kodak JSONs "
                     "(default <repo>/../shared/reference/compressai-kodak, used for Kodak only)")
     ap.add_argument("--no-references", action="store_true")
