@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import container, image
 from .container import Header, PixelFormat, VaeFile
+from .entropy import TableCoder
 from .errors import DesyncError, FormatError, ModelMismatchError, VaecodecError
+from .exact import ExactEntropyParameters
 from .model import HyperpriorModel
 from .weights import ModelSpec, get_spec, load_state_dict, spec_from_file
 
@@ -33,11 +34,31 @@ QUALITY_RANGE = (0.0, 100.0)
 #: which bounds the coder's memory. Part of the format (the band height is derived from it).
 Y_CHUNK_SYMBOLS = 1 << 20
 TARGET_BPP_TOLERANCE = 0.05
+#: Pixels per latent (y) element along each axis.
+LATENT_STRIDE = 16
+#: Analysis and synthesis run on tiles of this many latents (×16 pixels) per side, each with a
+#: margin of TILE_MARGIN latents of real context, so memory stays bounded for huge images. The
+#: transforms' receptive fields (analysis: ±30 pixels; synthesis: about ±2 latents) fit in the
+#: margin, so tiles differ from a whole-image pass only by float rounding (see the tests).
+TILE_LATENTS = 48
+TILE_MARGIN = 3
+#: The exact entropy parameters are computed in tiles of this many y latents per side.
+EXACT_TILE = 64
 
 
 def quality_to_level(quality: float, levels: int) -> float:
     """Map the user's 0..100 quality onto the continuous gain ladder 0..levels-1."""
     return float(quality) / 100.0 * (levels - 1)
+
+
+def _tiles(h: int, w: int, t: int, m: int) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
+    """Tiles of a h×w latent grid: ((r0, r1, c0, c1) kept, (a0, a1, b0, b1) computed with margin)."""
+    out = []
+    for r0 in range(0, h, t):
+        for c0 in range(0, w, t):
+            r1, c1 = min(r0 + t, h), min(c0 + t, w)
+            out.append(((r0, r1, c0, c1), (max(0, r0 - m), min(h, r1 + m), max(0, c0 - m), min(w, c1 + m))))
+    return out
 
 
 def band_rows(latent_width: int, channels: int) -> int:
@@ -120,6 +141,11 @@ class Codec:
         for name in ("g_a", "h_a", "g_s"):
             getattr(model, name).to(self.device)
         self.factor = model.downsampling_factor
+        eb, gc = model.entropy_bottleneck, model.gaussian_conditional
+        self._medians = eb._get_medians().detach().reshape(1, -1, 1, 1).float().cpu()
+        self._z_coder = TableCoder(eb._quantized_cdf, eb._cdf_length, eb._offset)
+        self._y_coder = TableCoder(gc._quantized_cdf, gc._cdf_length, gc._offset)
+        self.exact = ExactEntropyParameters.from_model(model)
 
     @property
     def model_id(self) -> str:
@@ -132,53 +158,87 @@ class Codec:
 
     @torch.inference_mode()
     def _analysis(self, rgb: np.ndarray, quality: float) -> torch.Tensor:
-        """B×H×W×3 uint8 → gained latents y (B×M×h×w, float32, CPU)."""
-        x = torch.from_numpy(rgb).to(self.device).permute(0, 3, 1, 2).float().div_(255)
-        h, w = x.shape[-2:]
-        x = F.pad(x, (0, (-w) % self.factor, 0, (-h) % self.factor), mode="replicate")
-        g = self.model.gains(self._levels(quality, x.shape[0]))[0].to(self.device)
-        return (self.model.g_a(x) * g).float().cpu()
+        """B×H×W×3 uint8 → gained latents y (B×M×h×w, float32, CPU), tile by tile."""
+        n, h, w, _ = rgb.shape
+        f, s = self.factor, LATENT_STRIDE
+        hy, wy = -(-h // f) * (f // s), -(-w // f) * (f // s)
+        g = self.model.gains(self._levels(quality, n))[0].to(self.device)
+        y = torch.empty(n, self.spec.M, hy, wy)
+        for (r0, r1, c0, c1), (a0, a1, b0, b1) in _tiles(hy, wy, TILE_LATENTS, TILE_MARGIN):
+            # pixels of the tile with its margin, edge-replicated past the image (= the padding)
+            rows = np.clip(np.arange(a0 * s, a1 * s), 0, h - 1)
+            cols = np.clip(np.arange(b0 * s, b1 * s), 0, w - 1)
+            crop = rgb[:, rows[:, None], cols[None, :]]
+            x = torch.from_numpy(crop).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+            out = (self.model.g_a(x) * g).float().cpu()
+            y[..., r0:r1, c0:c1] = out[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
+        return y
 
-    @torch.inference_mode()
-    def _hyper_analysis(self, y: torch.Tensor, quality: float) -> torch.Tensor:
-        hg = self.model.gains(self._levels(quality, y.shape[0]))[2]
-        return (self.model.h_a(y.to(self.device)).float().cpu() * hg)
+    def _entropy_params(self, z_symbols: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """z symbols (1×N×h×w) → (table indexes uint8, means, CRC32 of the indexes), exactly.
 
-    @torch.inference_mode()
-    def _entropy_params(self, z_hat: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """z_hat (1×N×h×w, CPU) → (table indexes, means, CRC of the indexes). CPU, float32, batch 1."""
-        ihg = self.model.gains(self._levels(quality, 1))[3]
-        scales, means = self.model.h_s(z_hat * ihg).chunk(2, 1)
-        indexes = self.model.gaussian_conditional.build_indexes(scales)
-        crc = zlib.crc32(indexes.to(torch.uint8).numpy().tobytes())
+        Integer arithmetic (:mod:`vaecodec.exact`) in tiles of EXACT_TILE latents, each with the
+        z context it needs, so the result is the same on any machine, device and tiling.
+        """
+        _, _, hz, wz = z_symbols.shape
+        up = self.exact.upsampling
+        hy, wy = hz * up, wz * up
+        level = quality_to_level(quality, self.model.levels)
+        indexes = torch.empty(1, self.spec.M, hy, wy, dtype=torch.uint8)
+        means = torch.empty(1, self.spec.M, hy, wy, dtype=torch.float32)
+        for r0 in range(0, hy, EXACT_TILE):
+            r1 = min(hy, r0 + EXACT_TILE)
+            z0, z1, ro = self.exact.z_window(r0, r1, hz)
+            for c0 in range(0, wy, EXACT_TILE):
+                c1 = min(wy, c0 + EXACT_TILE)
+                w0, w1, co = self.exact.z_window(c0, c1, wz)
+                idx, mu = self.exact(z_symbols[..., z0:z1, w0:w1], level)
+                indexes[..., r0:r1, c0:c1] = idx[..., ro : ro + r1 - r0, co : co + c1 - c0]
+                means[..., r0:r1, c0:c1] = mu[..., ro : ro + r1 - r0, co : co + c1 - c0]
+        crc = zlib.crc32(indexes.numpy().tobytes())
         return indexes, means, crc
 
     @torch.inference_mode()
     def _synthesis(self, y_hat: torch.Tensor, quality: float, h: int, w: int) -> np.ndarray:
-        """B×M×h×w → B×H×W×3 uint8 (cropped to the original size)."""
-        ig = self.model.gains(self._levels(quality, y_hat.shape[0]))[1].to(self.device)
-        x = self.model.g_s(y_hat.to(self.device) * ig)[..., :h, :w]
-        x = x.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-        return x.permute(0, 2, 3, 1).cpu().numpy()
+        """B×M×h×w → B×H×W×3 uint8 (cropped to the original size), tile by tile."""
+        n, _, hy, wy = y_hat.shape
+        s = LATENT_STRIDE
+        ig = self.model.gains(self._levels(quality, n))[1].to(self.device)
+        out = np.empty((n, h, w, 3), dtype=np.uint8)
+        for (r0, r1, c0, c1), (a0, a1, b0, b1) in _tiles(hy, wy, TILE_LATENTS, TILE_MARGIN):
+            x = self.model.g_s(y_hat[..., a0:a1, b0:b1].to(self.device) * ig)
+            x = x[..., (r0 - a0) * s : (r1 - a0) * s, (c0 - b0) * s : (c1 - b0) * s]
+            x = x[..., : max(0, min(h, r1 * s) - r0 * s), : max(0, min(w, c1 * s) - c0 * s)]
+            if x.shape[-1] == 0 or x.shape[-2] == 0:
+                continue
+            x = x.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            out[:, r0 * s : r0 * s + x.shape[1], c0 * s : c0 * s + x.shape[2]] = x
+        return out
 
     # ------------------------------------------------------------------ entropy coding
+
+    def _z_indexes(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Table index of every z element: its channel."""
+        n, h, w = shape[-3:]
+        return np.broadcast_to(np.arange(n, dtype=np.int32)[:, None, None], (n, h, w))
 
     @torch.inference_mode()
     def _code(self, y: torch.Tensor, quality: float, timer: _Timer) -> tuple[bytes, list[bytes], int]:
         """One image's y (1×M×h×w) → z stream, y streams (row bands), index CRC."""
         t = time.perf_counter()
-        z = self._hyper_analysis(y, quality)
+        hg = self.model.gains(self._levels(quality, 1))[2]
+        z = self.model.h_a(y.to(self.device)).float().cpu() * hg
+        z_symbols = torch.round(z - self._medians).to(torch.int32)
         t = timer("hyper", t)
-        eb = self.model.entropy_bottleneck
-        z_bytes = eb.compress(z)[0]
-        z_hat = eb.decompress([z_bytes], z.shape[-2:])
+        z_bytes = self._z_coder.encode(z_symbols.numpy(), self._z_indexes(z.shape))
         t = timer("entropy", t)
-        indexes, means, crc = self._entropy_params(z_hat, quality)
+        indexes, means, crc = self._entropy_params(z_symbols, quality)
         t = timer("hyper", t)
+        symbols = torch.round(y - means).to(torch.int32).numpy()
+        idx = indexes.numpy()
         rows = band_rows(y.shape[-1], y.shape[1])
-        gc = self.model.gaussian_conditional
         y_streams = [
-            gc.compress(y[..., r : r + rows, :], indexes[..., r : r + rows, :], means=means[..., r : r + rows, :])[0]
+            self._y_coder.encode(symbols[..., r : r + rows, :], idx[..., r : r + rows, :])
             for r in range(0, y.shape[-2], rows)
         ]
         timer("entropy", t)
@@ -187,11 +247,12 @@ class Codec:
     @torch.inference_mode()
     def _decode_latents(self, vf: VaeFile, timer: _Timer) -> torch.Tensor:
         h = vf.header
-        ph, pw = -(-h.height // self.factor), -(-h.width // self.factor)
+        hz, wz = -(-h.height // self.factor), -(-h.width // self.factor)
         t = time.perf_counter()
-        z_hat = self.model.entropy_bottleneck.decompress([vf.z], (ph, pw))
+        z_idx = self._z_indexes((1, self.spec.N, hz, wz))
+        z_symbols = torch.from_numpy(self._z_coder.decode(vf.z, z_idx, "z stream"))[None]
         t = timer("entropy", t)
-        indexes, means, crc = self._entropy_params(z_hat, h.quality)
+        indexes, means, crc = self._entropy_params(z_symbols, h.quality)
         t = timer("hyper", t)
         if crc != h.index_crc:
             msg = (
@@ -204,13 +265,14 @@ class Codec:
         if len(vf.y) != n_bands:
             msg = f"file has {len(vf.y)} y streams, a {h.width}x{h.height} image needs {n_bands}"
             raise FormatError(msg)
-        gc = self.model.gaussian_conditional
-        bands = [
-            gc.decompress([s], indexes[..., i * rows : (i + 1) * rows, :], means=means[..., i * rows : (i + 1) * rows, :])
-            for i, s in enumerate(vf.y)
-        ]
+        idx = indexes.numpy()
+        y_hat = means  # filled in place: symbols + means, band by band
+        for i, s in enumerate(vf.y):
+            band = slice(i * rows, (i + 1) * rows)
+            sym = self._y_coder.decode(s, idx[..., band, :], f"y stream {i}")
+            y_hat[..., band, :] += torch.from_numpy(sym).float()
         timer("entropy", t)
-        return torch.cat(bands, dim=-2)
+        return y_hat
 
     # ------------------------------------------------------------------ public
 
