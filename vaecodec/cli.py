@@ -223,10 +223,10 @@ def encode(inputs: tuple[str, ...], output: str | None, quality: float | None, t
     run_each(pairs, one, "encoding")
 
 
-def _codec(model_id: str | None, weights: str | None, device: str) -> Any:
+def _codec(model_id: str | None, weights: str | None, device: str, deterministic: bool = False) -> Any:
     from .codec import Codec
 
-    return Codec(model_id, device=device, weights=weights)
+    return Codec(model_id, device=device, weights=weights, deterministic=deterministic)
 
 
 @main.command()
@@ -236,10 +236,12 @@ def _codec(model_id: str | None, weights: str | None, device: str) -> Any:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="The .safetensors file the images were encoded with, if not the shipped model.")
+@click.option("--deterministic", is_flag=True,
+              help="Float64 synthesis: pixels independent of threads and tiling (slower).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-v", "--verbose", is_flag=True, help="Print size and time per file (stderr).")
-def decode(inputs: tuple[str, ...], output: str | None, device: str, weights: str | None, force: bool,
-           verbose: bool) -> None:
+def decode(inputs: tuple[str, ...], output: str | None, device: str, weights: str | None, deterministic: bool,
+           force: bool, verbose: bool) -> None:
     """Decode .vae files to images."""
     pairs = plan_outputs(inputs, output, DEFAULT_DECODED_SUFFIX)
     codecs: dict[str, Any] = {}
@@ -249,7 +251,7 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, weights: st
         data = read_input(src)
         header = container.read_header(data)
         if header.model_id not in codecs:
-            codecs[header.model_id] = _codec(None if weights else header.model_id, weights, device)
+            codecs[header.model_id] = _codec(None if weights else header.model_id, weights, device, deterministic)
         im = codecs[header.model_id].decode(data, output="pil")
         fmt = _format_for(dst)
         if im.mode in ("RGBA", "LA") and fmt in ("JPEG", "PPM"):

@@ -97,10 +97,15 @@ class Codec:
         device: "cpu", "cuda", "cuda:1", or "auto" (CUDA when present).
         weights: path to a ``.safetensors`` file made by ``vaecodec train``/``export``
             (fine-tuned models); overrides ``model_id``.
+        deterministic: run the synthesis in float64, so decoded pixels do not depend on the
+            thread count, batch size or tiling (about 3× slower to decode on a CPU). Without
+            it, the decoded latents are still identical everywhere (exact entropy parameters),
+            and pixels can differ by ±1 in a few places per megapixel across thread counts.
     """
 
     def __init__(
-        self, model_id: str | None = None, *, device: str | torch.device = "cpu", weights: str | None = None
+        self, model_id: str | None = None, *, device: str | torch.device = "cpu", weights: str | None = None,
+        deterministic: bool = False,
     ) -> None:
         from pathlib import Path
 
@@ -114,21 +119,21 @@ class Codec:
 
             msg = f"{spec.path}: weights do not fit model {spec.model_id} ({str(e).splitlines()[0]})"
             raise WeightsError(msg) from None
-        self._setup(model, spec, device)
+        self._setup(model, spec, device, deterministic)
 
     @classmethod
     def from_model(
         cls, model: HyperpriorModel, *, model_id: str = "test@0", tag: bytes = b"\0\0\0\0",
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "cpu", deterministic: bool = False,
     ) -> Codec:
         """Wrap an in-memory model (tests, research). Its entropy tables must be ``update()``d."""
         self = cls.__new__(cls)
         spec = ModelSpec(model_id=model_id, filename="", sha256=tag.hex() + "0" * 56, N=model.N, M=model.M,
                          levels=model.levels)
-        self._setup(model, spec, device)
+        self._setup(model, spec, device, deterministic)
         return self
 
-    def _setup(self, model: HyperpriorModel, spec: ModelSpec, device: str | torch.device) -> None:
+    def _setup(self, model: HyperpriorModel, spec: ModelSpec, device: str | torch.device, deterministic: bool) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -146,6 +151,14 @@ class Codec:
         self._z_coder = TableCoder(eb._quantized_cdf, eb._cdf_length, eb._offset)
         self._y_coder = TableCoder(gc._quantized_cdf, gc._cdf_length, gc._offset)
         self.exact = ExactEntropyParameters.from_model(model)
+        self.deterministic = deterministic
+        self._synthesis_dtype = torch.float64 if deterministic else torch.float32
+        if deterministic:
+            import copy
+
+            self._g_s = copy.deepcopy(model.g_s).to(self.device, torch.float64)
+        else:
+            self._g_s = model.g_s
 
     @property
     def model_id(self) -> str:
@@ -206,7 +219,7 @@ class Codec:
         ig = self.model.gains(self._levels(quality, n))[1].to(self.device)
         out = np.empty((n, h, w, 3), dtype=np.uint8)
         for (r0, r1, c0, c1), (a0, a1, b0, b1) in _tiles(hy, wy, TILE_LATENTS, TILE_MARGIN):
-            x = self.model.g_s(y_hat[..., a0:a1, b0:b1].to(self.device) * ig)
+            x = self._g_s((y_hat[..., a0:a1, b0:b1].to(self.device) * ig).to(self._synthesis_dtype))
             x = x[..., (r0 - a0) * s : (r1 - a0) * s, (c0 - b0) * s : (c1 - b0) * s]
             x = x[..., : max(0, min(h, r1 * s) - r0 * s), : max(0, min(w, c1 * s) - c0 * s)]
             if x.shape[-1] == 0 or x.shape[-2] == 0:
