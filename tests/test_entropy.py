@@ -48,6 +48,14 @@ def test_values_the_buffer_cannot_hold_are_refused(coder):
         coder.encode(symbols, indexes)
 
 
+@pytest.mark.parametrize("value", [2**28, -(2**28), 2**31 - 1, -(2**31)])
+def test_escape_values_the_encoder_cannot_count_are_refused(coder, value):
+    symbols, indexes = sample(1000)
+    symbols[5] = value
+    with pytest.raises(VaecodecError, match="too far outside"):
+        coder.encode(symbols, indexes)
+
+
 def test_shape_is_kept(coder):
     symbols, indexes = sample(24 * 5)
     out = coder.decode(coder.encode(symbols, indexes), indexes.reshape(24, 5))

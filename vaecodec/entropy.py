@@ -20,7 +20,9 @@ CompressAI's ``RansEncoder``/``RansDecoder`` (``compressai.ans``, C++) have no b
 * After decoding, the symbols are encoded again and must give back exactly the stream: only
   streams this coder produced are accepted, anything else is a :class:`FormatError`.
 * Before any encode (including that check), the worst-case size of the output is computed
-  from the symbols, and values the coder's buffer could not hold are refused.
+  from the symbols, and values the coder's buffer could not hold are refused. So are escape
+  values of ``MAX_ESCAPE_BITS`` bits or more: the encoder counts their nibbles with a shift
+  that would reach 32 bits (undefined in C++; in practice an endless loop).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ BYPASS_BITS = 4
 PAD_PER_SYMBOL = 144
 PAD_PER_STREAM_BYTE = 16
 PAD_FIXED = 4096
+MAX_ESCAPE_BITS = 28
 
 
 class TableCoder:
@@ -74,6 +77,10 @@ class TableCoder:
         return int(symbols.size * PRECISION_BITS + BYPASS_BITS * nibbles.sum() + 128)
 
     def _check_capacity(self, symbols: np.ndarray, indexes: np.ndarray) -> bool:
+        v = symbols.astype(np.int64) - self._off[indexes]
+        limit = 1 << (MAX_ESCAPE_BITS - 1)
+        if v.size and (v.min() <= -limit or (v - (self._len[indexes] - 2)).max() >= limit):
+            return False
         return self.worst_case_bits(symbols, indexes) <= 32 * symbols.size
 
     def encode(self, symbols: np.ndarray, indexes: np.ndarray) -> bytes:

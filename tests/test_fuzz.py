@@ -1,0 +1,14 @@
+"""A short run of the decode-path fuzzer (the long run is ``python tests/fuzz.py --cases 100000``)."""
+
+from __future__ import annotations
+
+import fuzz
+
+
+def test_short_fuzz_run_raises_only_project_errors(tmp_path):
+    res = fuzz.run(400, seed=7, case_timeout=60, crashes=tmp_path)
+    assert res["failures"] == [], res["failures"][:5]
+    assert sum(res["outcomes"].values()) == 400
+    # the run exercised more than the CRC check
+    deeper = {k for k in res["outcomes"] if k not in ("ChecksumError",)}
+    assert len(deeper) >= 3, res["outcomes"]
