@@ -67,7 +67,9 @@ def export(
     return sha256_file(out)
 
 
-def ship(model: HyperpriorModel, model_id: str, metadata: dict[str, str] | None = None) -> Path:
+def ship(
+    model: HyperpriorModel, model_id: str, metadata: dict[str, str] | None = None, *, status: str = "release"
+) -> Path:
     """Export into the package's weights folder and make it the manifest's default."""
     name = model_id.replace("@", "-") + ".safetensors"
     path = WEIGHTS_DIR / name
@@ -76,7 +78,7 @@ def ship(model: HyperpriorModel, model_id: str, metadata: dict[str, str] | None 
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {"models": {}}
     manifest["default"] = model_id
     manifest["models"][model_id] = {
-        "filename": name, "sha256": digest, "N": model.N, "M": model.M, "levels": model.levels,
+        "filename": name, "sha256": digest, "N": model.N, "M": model.M, "levels": model.levels, "status": status,
     }
     tmp = MANIFEST.with_name("manifest.json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
