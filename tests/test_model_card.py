@@ -1,0 +1,117 @@
+"""The model card generator (benchmarks/model_card.py) on a synthetic log and results, without ../shared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import model_card as mc
+
+
+def _train(step: int, psnr: float, patch: int = 128) -> dict[str, Any]:
+    return {"loss": 100.0 / (step + 1), "bpp": 0.8, "psnr": psnr, "aux": 1.0, "gnorm": 2.0, "step": step,
+            "lr": 5e-4, "patch": patch, "time": 3.6 * step}
+
+
+def _val(step: int, score: float) -> dict[str, Any]:
+    return {"step": step, "val": {"0": {"bpp": 0.2, "psnr": 25.0, "loss": 1.0},
+                                  "7": {"bpp": 1.5, "psnr": 33.0, "loss": 9.0}, "score": score}}
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _results(folder: Path) -> None:
+    folder.mkdir()
+    curve = {"name": "vaecodec", "label": "vaecodec", "kind": "measured", "quality": [0.0, 50.0, 100.0],
+             "bpp": [0.125, 0.5, 1.25], "psnr": [27.5, 31.25, 35.75], "ms_ssim": [0.9, 0.95, 0.99],
+             "ms_ssim_db": [10.0, 13.01, 20.0], "source": ""}
+    x = 100.0 * (1 / 1.3 - 1)  # the reference against vaecodec: vaecodec is +30 % against it
+    rows = [{"codec": "vaecodec", "anchor": "jpeg-420", "metric": "psnr", "bd_rate_pct": -42.5,
+             "overlap_lo": 27.5, "overlap_hi": 35.0},
+            {"codec": mc.HYPERPRIOR, "anchor": "vaecodec", "metric": "psnr", "bd_rate_pct": x,
+             "overlap_lo": 28.0, "overlap_hi": 35.75}]
+    results = {"environment": {"date_utc": "2030-01-01", "git_commit": None, "cpu": "Test CPU",
+                               "command": "python -m benchmarks --dataset kodak --out r"},
+               "dataset": {"name": "kodak", "path": "kodak", "kodak": True,
+                           "images": [{"name": f"kodim{i:02d}"} for i in range(1, 25)]},
+               "settings": {"quick": False}, "codecs": {"vaecodec": {"options": {"model_id": "test@1"}}},
+               "curves": {"vaecodec": curve}, "references": {}, "bd_rate": rows}
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def _weights(path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"g_a.0.weight": np.zeros((4, 3, 5, 5), np.float16),
+               "gaussian_conditional._quantized_cdf": np.zeros((3, 7), np.int32)}, str(path),
+              metadata={"model_id": "test@1", "N": "4", "M": "6", "levels": "8"})
+
+
+def test_card_from_synthetic_log_and_results(tmp_path: Path) -> None:
+    log = [_train(s, 20.0 + s / 100, 128 if s < 600 else 256) for s in range(25, 1001, 25)]
+    log[20:20] = [_train(s, 99.0) for s in (525, 550)]  # a stopped session, overwritten after the resume
+    log.insert(16, _val(400, 5.0))
+    log.append(_val(800, 4.0))
+    log_path = tmp_path / "run" / "log.jsonl"
+    log_path.parent.mkdir()
+    _write_jsonl(log_path, log)
+    with log_path.open("a") as f:
+        f.write('{"loss": 1.0, "step": 10')  # a line still being written
+    out = tmp_path / "assets"
+    out.mkdir()
+    _write_jsonl(out / mc.LOG_NAME, [_train(100, 0.5), _val(60, 6.0), _train(10, 1.0)])  # an earlier session
+    _results(tmp_path / "results")
+    weights = tmp_path / "w" / "test-1.safetensors"
+    _weights(weights)
+    notes = tmp_path / "notes.json"
+    notes.write_text(json.dumps({"hardware": "Test CPU, 2 cores", "weights_from": "best.pt at step 800"}))
+
+    argv = ["--log", str(log_path), "--results", str(tmp_path / "results"), "--weights", str(weights),
+            "--out", str(out), "--notes", str(notes), "--train-data", str(tmp_path / "no-data")]
+    assert mc.main(argv) == 0
+
+    merged = mc.read_jsonl(out / mc.LOG_NAME)
+    keys = [(r["step"], mc.record_kind(r)) for r in merged]
+    assert keys == sorted(keys, key=lambda k: (k[0], k[1] != "train"))
+    assert len(keys) == len(set(keys))
+    assert (60, "val") in keys and (10, "train") in keys  # kept from the earlier session
+    assert (400, "val") in keys and (800, "val") in keys
+    train_steps = [s for s, k in keys if k == "train"]
+    assert train_steps == [10, *range(100, 1001, 100)]  # the first record of each 100-step bucket
+    by_step = {r["step"]: r for r in merged if mc.record_kind(r) == "train"}
+    assert by_step[100]["psnr"] == 21.0  # the live log wins over the earlier copy
+    assert by_step[500]["psnr"] == 25.0 and all(r["psnr"] != 99.0 for r in merged if "psnr" in r)
+    assert mc.compact_log([*merged, *mc.read_jsonl(log_path)]) == merged  # merging again changes nothing
+
+    card = (out / mc.CARD_NAME).read_text()
+    for fact in ("| 0 | 0 | 0.0018 | 0.1250 | 27.50 | 0.9000 | 10.00 |",  # quality, level, λ, bpp, PSNR...
+                 "| 100 | 7 | 0.1800 | 1.2500 | 35.75 | 0.9900 | 20.00 |",
+                 "-42.5 % over 27.50–35.00", "+30.0 % over 28.00–35.75", "**met**", "**not met**",
+                 "Test CPU, 2 cores", "best.pt at step 800", "| steps | 1000 | log |", "1.00 h",
+                 "128×128 px", "256×256 px", "| 800 (best) |", "test@1", "| 4, 6 |"):
+        assert fact in card, fact
+    mean_row = next(line for line in card.splitlines() if line.startswith("| CompressAI mbt2018-mean"))
+    assert mc.NOT_MEASURED in mean_row  # no such BD-rate in the results
+    assert "MS-SSIM" in card and f"| {mc.NOT_MEASURED} |" in card  # the MS-SSIM BD-rates are absent
+    assert "not the Kodak measurement" not in card
+    assert "(pass `weights_from`" not in card
+    assert (out / mc.CURVE_PNG).stat().st_size > 0 and (out / mc.RD_PNG).stat().st_size > 0
+
+
+def test_card_without_results_says_not_measured(tmp_path: Path) -> None:
+    weights = tmp_path / "w.safetensors"
+    _weights(weights)
+    log = tmp_path / "log.jsonl"
+    _write_jsonl(log, [_train(25, 12.0), _train(50, 13.0)])
+    card = mc.build(log, None, weights, tmp_path / "out", train_data=tmp_path / "none").read_text()
+    target_rows = [line for line in card.splitlines() if line.startswith(("| Pillow JPEG", "| CompressAI"))]
+    assert len(target_rows) == 3 and all(mc.NOT_MEASURED in line for line in target_rows)
+    assert f"Kodak RD table: {mc.NOT_MEASURED}" in card
+    assert "| batch size | not recorded |" in card
+    assert not (tmp_path / "out" / mc.RD_PNG).exists()
