@@ -110,7 +110,7 @@ def test_real_rate_is_close_to_the_model_estimate(shipped_codec):
 
     from vaecodec.codec import quality_to_level
 
-    rgb = np.asarray(Image.open(COFFEE).convert("RGB"))[:384, :576]  # a multiple of 64: no padding
+    rgb = np.asarray(Image.open(COFFEE).convert("RGB"))[:384, :576].copy()  # a multiple of 64: no padding
     data = shipped_codec.encode(rgb, quality=60)
     vf = container.unpack(data)
     coded = 8 * (len(vf.z) + sum(len(s) for s in vf.y))
