@@ -95,6 +95,9 @@ def test_fine_tune_from_weights_file(data_dir, tmp_path):
     export(model_from_checkpoint(tmp_path / "a" / "last.pt"), w, model_id="a@1")
     train(config(data_dir, tmp_path / "b", steps=1, val_fraction=0, init=str(w)), progress=False)
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["step"] == 1
+    # continuing a run on a new machine: the step count goes on from the given start
+    train(config(data_dir, tmp_path / "c", steps=102, start_step=100, val_fraction=0, init=str(w)), progress=False)
+    assert torch.load(tmp_path / "c" / "last.pt", weights_only=False)["step"] == 102
 
 
 def test_missing_data_folder_is_a_training_error(tmp_path):

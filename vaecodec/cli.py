@@ -344,6 +344,10 @@ def models(as_json: bool) -> None:
 @click.option("--channels", type=(click.IntRange(1), click.IntRange(1)), default=(128, 192), show_default=True,
               help="N and M: channels of the transforms/z and of y.")
 @click.option("--init", default=None, help="Start from 'shipped' or a .safetensors/.pt file (fine-tuning).")
+@click.option("--start-step", type=click.IntRange(0), default=0, show_default=True,
+              help="With --init: the step count to continue from (a run moved to a new machine).")
+@click.option("--start-seconds", type=float, default=0.0, show_default=True,
+              help="With --init: training seconds already spent, for the log.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from OUT/last.pt if present.")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.03, show_default=True,
               help="Share of DATA held out for validation.")
@@ -368,6 +372,7 @@ def train(data: str, out: str, **kw: Any) -> None:
         init=kw["init"], val_fraction=kw["val_fraction"], val_every_s=kw["val_every"],
         checkpoint_every_s=kw["checkpoint_every"], max_minutes=kw["max_minutes"], precision=kw["precision"],
         device=kw["device"], seed=kw["seed"], N=kw["channels"][0], M=kw["channels"][1],
+        start_step=kw["start_step"], start_seconds=kw["start_seconds"],
     )
     result = run(cfg, resume=kw["resume"])
     if result:

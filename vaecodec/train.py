@@ -63,6 +63,8 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # "bf16", "fp32" or "auto" (bf16 on CPU, fp16 AMP on CUDA)
     init: str | None = None  # path to a .safetensors / checkpoint, or "shipped"
+    start_step: int = 0  # with init: count steps from here (continuing a run on a new machine)
+    start_seconds: float = 0.0  # with init: training seconds already spent (for the log)
     device: str = "auto"
     max_minutes: float | None = None
 
@@ -165,9 +167,11 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _lr_at(cfg: TrainConfig, step: int) -> float:
-    if step < cfg.lr_warmup:
-        return cfg.lr * (0.1 + 0.9 * step / cfg.lr_warmup)
+def _lr_at(cfg: TrainConfig, step: int, warm_start: int = 0) -> float:
+    """Warm-up over ``lr_warmup`` steps of a fresh optimizer, then constant, then optional cosine decay."""
+    if step - warm_start < cfg.lr_warmup:
+        lr = cfg.lr * (0.1 + 0.9 * (step - warm_start) / cfg.lr_warmup)
+        return min(lr, _lr_at(cfg, step, warm_start - cfg.lr_warmup))
     if cfg.lr_decay_start and step >= cfg.lr_decay_start:
         t = min(1.0, (step - cfg.lr_decay_start) / max(1, cfg.steps - cfg.lr_decay_start))
         return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
@@ -281,6 +285,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and device.type == "cuda")
 
     step, best, elapsed0 = 0, math.inf, 0.0
+    warm_start = 0  # the step at which the optimizer started fresh
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     sampler = CropSampler(train_imgs, cfg.patch_size, seed=cfg.seed * 1000 + rank)
     ckpt_path = out_dir / "last.pt"
@@ -291,6 +296,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
             opt.load_state_dict(ck["optimizer"])
         except ValueError:
             log.warning("optimizer state does not fit; starting a fresh optimizer")
+            warm_start = ck["step"]
         step, best, elapsed0 = ck["step"], ck.get("best", math.inf), ck.get("elapsed", 0.0)
         if ck.get("world", 1) == world and f"rng{rank}" in ck:
             gen.set_state(ck[f"rng{rank}"]["torch"])
@@ -300,6 +306,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
         log.info("resumed from %s at step %d", ckpt_path, step)
     elif cfg.init:
         _init_weights(model, cfg.init)
+        step, elapsed0 = cfg.start_step, cfg.start_seconds
+        warm_start = step
     model.train()
 
     net: torch.nn.Module = model
@@ -338,7 +346,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
         while step < cfg.steps:
             if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
                 break
-            lr = _lr_at(cfg, step)
+            lr = _lr_at(cfg, step, warm_start)
             opt.param_groups[0]["lr"] = lr
             x = sampler.batch(cfg.batch_size).to(device, non_blocking=True)
             lv = _sample_levels(cfg, cfg.batch_size, gen, model.levels).to(device)
