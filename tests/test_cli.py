@@ -203,3 +203,29 @@ def test_info_runs_without_torch(run, png, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "model_id" in r.stdout and "width            56" in r.stdout
+
+
+def test_encode_killed_halfway_leaves_nothing(tmp_path):
+    """A real process killed mid-encode: no output, no partial file, the input untouched."""
+    import signal
+    import time
+
+    from PIL import Image as PILImage
+
+    src = tmp_path / "big.png"
+    PILImage.fromarray(natural_like(1500, 2500)).save(src)
+    before = src.read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "vaecodec", "encode", str(src), "-o", str(out / "big.vae")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # kill after start-up and model loading, while the 3.75 MP encode is under way
+    t0 = time.time()
+    while time.time() - t0 < 10 and proc.poll() is None:
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.skip("the encode finished before it could be killed")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(out.iterdir()) == []
+    assert src.read_bytes() == before
