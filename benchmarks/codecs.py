@@ -140,6 +140,7 @@ class VaecodecCodec:
 
     def options(self) -> dict[str, Any]:
         return {"via": "vaecodec.Codec", "device": self.device, "model_id": self._model_id,
+                "weights_sha256": self.codec.spec.sha256,
                 "torch_threads": self._torch.get_num_threads(), "param": self.param,
                 "library": f"vaecodec {self._vaecodec.__version__}, torch {self._torch.__version__}"}
 
