@@ -206,25 +206,33 @@ def test_info_runs_without_torch(run, png, tmp_path):
 
 
 def test_encode_killed_halfway_leaves_nothing(tmp_path):
-    """A real process killed mid-encode: no output, no partial file, the input untouched."""
+    """A real process killed mid-encode (SIGKILL): no output, no partial file, the input untouched."""
     import signal
-    import time
 
-    from PIL import Image as PILImage
-
-    src = tmp_path / "big.png"
-    PILImage.fromarray(natural_like(1500, 2500)).save(src)
+    src = tmp_path / "in.png"
+    Image.fromarray(natural_like(200, 300)).save(src)
     before = src.read_bytes()
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "vaecodec", "encode", str(src), "-o", str(out / "big.vae")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # kill after start-up and model loading, while the 3.75 MP encode is under way
-    t0 = time.time()
-    while time.time() - t0 < 10 and proc.poll() is None:
-        time.sleep(0.05)
-    if proc.poll() is not None:
-        pytest.skip("the encode finished before it could be killed")
+    # the child announces when the network work is done and then lingers, so the kill
+    # provably lands after the encode started and before anything was written
+    code = (
+        "import sys, time\n"
+        "import vaecodec.codec as c\n"
+        "orig = c.Codec._encode_planes\n"
+        "def slow(*a, **k):\n"
+        "    r = orig(*a, **k)\n"
+        "    sys.stderr.write('ENCODED\\n'); sys.stderr.flush(); time.sleep(120)\n"
+        "    return r\n"
+        "c.Codec._encode_planes = slow\n"
+        "from vaecodec.cli import main\n"
+        f"main(['encode', {str(src)!r}, '-o', {str(out / 'x.vae')!r}])\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.strip() == "ENCODED":
+            break
+    assert proc.poll() is None, "the encode ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert list(out.iterdir()) == []
