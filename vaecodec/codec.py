@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import container, image
-from .container import Header, PixelFormat, VaeFile
+from .container import Header, VaeFile
 from .entropy import TableCoder
 from .errors import DesyncError, FormatError, ModelMismatchError, VaecodecError
 from .exact import ExactEntropyParameters

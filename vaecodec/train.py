@@ -17,9 +17,7 @@ import json
 import logging
 import math
 import os
-import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import TrainingError
-from .model import LAMBDAS, HyperpriorModel, lambda_at
+from .model import HyperpriorModel, lambda_at
 
 log = logging.getLogger(__name__)
 

@@ -93,8 +93,6 @@ def load_state_dict(path: Path, sha256: str | None = None) -> dict[str, torch.Te
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    import torch
-
     if not path.is_file():
         msg = f"{path}: weights file not found"
         raise WeightsError(msg)
