@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from .container import MAX_PIXELS, PixelFormat
+from .container import MAX_PIXELS, MAX_SIDE, PixelFormat
 from .errors import ImageError
 
 if TYPE_CHECKING:
@@ -72,8 +72,8 @@ def _check_size(h: int, w: int, what: str) -> None:
     if h < 1 or w < 1:
         msg = f"{what}: empty image ({w}x{h})"
         raise ImageError(msg)
-    if h * w > MAX_PIXELS or max(h, w) > 0xFFFF:
-        msg = f"{what}: {w}x{h} exceeds the codec's limits ({MAX_PIXELS} pixels, 65535 per side)"
+    if h * w > MAX_PIXELS or max(h, w) > MAX_SIDE:
+        msg = f"{what}: {w}x{h} exceeds the codec's limits ({MAX_PIXELS} pixels, {MAX_SIDE} per side)"
         raise ImageError(msg)
 
 
