@@ -173,6 +173,18 @@ def lambda_at_level(level: float, lambdas: Sequence[float]) -> float:
     return math.exp((1 - t) * math.log(lambdas[lo]) + t * math.log(lambdas[lo + 1]))
 
 
+#: The ladder of validation records written before the log stored one (``"lambdas"``):
+#: CompressAI's eight λ values, which the first runs trained on.
+FIRST_LADDER = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+
+
+def val_by_lambda(rec: dict[str, Any]) -> dict[float, dict[str, Any]]:
+    """A validation record's per-level results keyed by their λ (levels move when the ladder grows)."""
+    ladder = rec.get("lambdas") or FIRST_LADDER
+    return {round(lambda_at_level(float(k), ladder), 6): v for k, v in rec["val"].items()
+            if k != "score" and isinstance(v, dict)}
+
+
 def bd_entry(results: dict[str, Any], anchor: str, metric: str = "psnr") -> dict[str, Any] | None:
     """BD-rate (%) of vaecodec against ``anchor`` from ``results["bd_rate"]``, or None when absent.
 
@@ -304,7 +316,8 @@ def plot_training(records: Sequence[dict[str, Any]], path: Path) -> bool:
     train, vals = facts["train"], facts["vals"]
     if not train and not vals:
         return False
-    levels = sorted({k for v in vals for k in v["val"] if k != "score"}, key=float)
+    by_lam = [val_by_lambda(v) for v in vals]
+    lams = sorted({lam for d in by_lam for lam in d})
     cmap = plt.get_cmap("viridis")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), dpi=110)
     k = max(1, min(9, len(train) // 20 * 2 + 1))
@@ -330,12 +343,12 @@ def plot_training(records: Sequence[dict[str, Any]], path: Path) -> bool:
                 ax.plot(*zip(*vs, strict=True), "s--", color="#d62728", ms=3.5,
                         label="validation score (mean loss over levels)")
         else:
-            for i, lv in enumerate(levels):
-                vs = [(v["step"], v["val"][lv][key]) for v in vals
-                      if isinstance(v["val"].get(lv), dict) and _finite(v["val"][lv].get(key))]
+            for i, lam in enumerate(lams):
+                vs = [(v["step"], d[lam][key]) for v, d in zip(vals, by_lam, strict=True)
+                      if lam in d and _finite(d[lam].get(key))]
                 if vs:
                     ax.plot(*zip(*vs, strict=True), "o-", ms=3, lw=1.2,
-                            color=cmap(i / max(1, len(levels) - 1)), label=f"validation, level {lv}")
+                            color=cmap(i / max(1, len(lams) - 1)), label=f"validation, λ = {lam:g}")
         if lims is not None and lims[1] > lims[0]:
             ax.set_ylim(*lims)
         for p, first, _ in facts["patch_phases"][1:]:
@@ -686,6 +699,12 @@ def render_card(*, records: Sequence[dict[str, Any]], results: dict[str, Any] | 
 
     meta = weights["metadata"]
     levels = int(meta.get("levels", len(LAMBDAS)))
+    # the ladder the weights were trained on: stored by the export since it grew a rung;
+    # before that, eight levels meant CompressAI's eight λ values
+    if "lambdas" in meta:
+        ladder = tuple(float(v) for v in json.loads(meta["lambdas"]))
+    else:
+        ladder = FIRST_LADDER if levels == len(FIRST_LADDER) else LAMBDAS
     model_id = meta.get("model_id", weights["path"].stem)
     notes = dict(notes)
     remarks = notes.pop("remarks", [])
@@ -700,10 +719,10 @@ def render_card(*, records: Sequence[dict[str, Any]], results: dict[str, Any] | 
          "the weights file; every figure below is read from those inputs. Regenerate it after training "
          "further or re-running the benchmark (commands at the end).", ""]
     L += _targets_md(results, bd, kodak, stale, model_id)
-    L += _model_md(weights, levels, LAMBDAS, weights_from)
+    L += _model_md(weights, levels, ladder, weights_from)
     L += _data_md(data, data_dir)
     L += _training_md(run_facts(records), ckpt, notes, remarks, log_arg, curve_png)
-    L += _rd_md(results, results_dir, bd, bd_ms, levels, LAMBDAS, rd_png)
+    L += _rd_md(results, results_dir, bd, bd_ms, levels, ladder, rd_png)
     L += _commands_md(log_arg, weights, (ckpt or {}).get("config") or None, run_dir, model_id)
     return "\n".join(L)
 

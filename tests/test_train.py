@@ -15,6 +15,7 @@ from PIL import Image
 
 from conftest import REPO, natural_like
 from vaecodec import cli
+from vaecodec.model import HyperpriorModel
 from vaecodec.train import TrainConfig, split_train_val, train
 
 
@@ -39,7 +40,7 @@ def weights(out) -> dict[str, torch.Tensor]:
 
 def test_training_logs_validates_and_checkpoints(data_dir, tmp_path):
     result = train(config(data_dir, tmp_path), progress=False)
-    assert {"0", "2", "4", "7", "score"} <= result.keys()
+    assert {"0", "3", "5", "8", "score"} <= result.keys()  # both ends of the 9-rung ladder and two between
     lines = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
     steps = [r for r in lines if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
@@ -47,6 +48,51 @@ def test_training_logs_validates_and_checkpoints(data_dir, tmp_path):
     assert any("val" in r for r in lines)
     ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
     assert ck["step"] == 4 and (tmp_path / "best.pt").exists()
+    # the weight average is validated (and the live weights beside it), kept and exported
+    val = next(r for r in lines if "val" in r)
+    assert "val_raw" in val and len(val["lambdas"]) == 9
+    assert ck["ema"].keys() == ck["model"].keys()
+    assert any(not torch.equal(ck["ema"][k], ck["model"][k]) for k in ck["model"])
+
+
+def test_weight_average_follows_the_live_weights(data_dir, tmp_path):
+    from vaecodec.export import model_from_checkpoint
+
+    train(config(data_dir, tmp_path, steps=6, val_fraction=0, ema_decay=0.5), progress=False)
+    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
+    ema, live = ck["ema"]["g_a.0.weight"], ck["model"]["g_a.0.weight"]
+    start = HyperpriorModel(8, 12).state_dict()["g_a.0.weight"]  # not what it started from
+    assert not torch.equal(ema, live)
+    assert (ema - live).norm() < (start - live).norm()
+    assert torch.equal(model_from_checkpoint(tmp_path / "last.pt").state_dict()["g_a.0.weight"], ema)
+    assert torch.equal(model_from_checkpoint(tmp_path / "last.pt", averaged=False).state_dict()["g_a.0.weight"], live)
+
+
+def test_weights_with_fewer_levels_grow_a_lower_rung(data_dir, tmp_path):
+    """A checkpoint from the 8-level ladder resumes on the 9-level one (model, moments, average)."""
+    from vaecodec.model import add_low_levels
+
+    old = HyperpriorModel(8, 12, levels=8).state_dict()
+    grown = add_low_levels(old, 9)
+    assert grown["gain"].shape == (9, 12)
+    assert torch.equal(grown["gain"][1:], old["gain"])
+    assert torch.allclose(grown["gain"][0], 2 * old["gain"][0] - old["gain"][1])
+    assert torch.equal(grown["g_a.0.weight"], old["g_a.0.weight"])
+
+    out = tmp_path / "run"
+    train(config(data_dir, out, steps=2, val_fraction=0), progress=False)
+    ck = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    for key in ("model", "ema"):
+        ck[key] = {k: (v[1:] if k in ("gain", "inv_gain", "hyper_gain", "inv_hyper_gain") else v)
+                   for k, v in ck[key].items()}
+    for st in ck["optimizer"]["state"].values():
+        for k in ("exp_avg", "exp_avg_sq"):
+            if st[k].dim() == 2 and st[k].shape[0] == 9:
+                st[k] = st[k][1:]
+    torch.save(ck, out / "last.pt")
+    train(config(data_dir, out, steps=4, val_fraction=0), progress=False)
+    ck = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["step"] == 4 and ck["model"]["gain"].shape[0] == 9 and ck["ema"]["gain"].shape[0] == 9
 
 
 def test_resume_continues_exactly(data_dir, tmp_path):
@@ -58,6 +104,10 @@ def test_resume_continues_exactly(data_dir, tmp_path):
     assert torch.load(split / "last.pt", weights_only=False)["step"] == 4
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    ea = torch.load(straight / "last.pt", weights_only=False)["ema"]
+    eb = torch.load(split / "last.pt", weights_only=False)["ema"]
+    for k in ea:
+        assert torch.equal(ea[k], eb[k]), k
 
 
 def test_holdout_split_is_deterministic_and_disjoint(tmp_path):
@@ -121,3 +171,27 @@ def test_data_parallel_with_two_processes(data_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
     assert ck["step"] == 3 and ck["world"] == 2 and "rng1" in ck
+
+
+def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(data_dir, tmp_path):
+    """Stopping a run (Ctrl-C, or SIGTERM from a scheduler) saves it; resuming continues from there."""
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "vaecodec", "train", str(data_dir), "--out", str(tmp_path), "--steps", "1000000",
+           "--batch-size", "2", "--patch-size", "64", "--channels", "8", "12", "--val-fraction", "0",
+           "--checkpoint-every", "1e9", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    log = tmp_path / "log.jsonl"
+    deadline = time.time() + 120
+    while not (log.exists() and log.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() < deadline, "no training progress within 2 minutes"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)  # only the stop saved one
+    logged = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert 50 <= max(logged) <= ck["step"] < 1000000

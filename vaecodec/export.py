@@ -9,14 +9,18 @@ from pathlib import Path
 import torch
 
 from .errors import TrainingError
-from .model import HyperpriorModel
+from .model import LAMBDAS, HyperpriorModel
 from .weights import MANIFEST, WEIGHTS_DIR, WEIGHTS_FORMAT, sha256_file
 
 _TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
-def model_from_checkpoint(path: str | Path) -> HyperpriorModel:
-    """The model in a training checkpoint (``last.pt``/``best.pt``) or a weights file."""
+def model_from_checkpoint(path: str | Path, *, averaged: bool = True) -> HyperpriorModel:
+    """The model in a training checkpoint (``last.pt``/``best.pt``) or a weights file.
+
+    A checkpoint holds the live weights and, when training kept one, their exponential
+    moving average; ``averaged`` picks the average (what validation scores) if present.
+    """
     path = Path(path)
     if path.suffix == ".safetensors":
         from .weights import load_state_dict, spec_from_file
@@ -31,8 +35,9 @@ def model_from_checkpoint(path: str | Path) -> HyperpriorModel:
         msg = f"{path}: not a readable checkpoint ({e})"
         raise TrainingError(msg) from None
     cfg = ck.get("config", {})
-    model = HyperpriorModel(cfg.get("N", 128), cfg.get("M", 192))
-    model.load_state_dict(ck["model"])
+    state = ck["ema"] if averaged and "ema" in ck else ck["model"]
+    model = HyperpriorModel(cfg.get("N", 128), cfg.get("M", 192), levels=state["gain"].shape[0])
+    model.load_state_dict(state)
     return model
 
 
@@ -58,6 +63,8 @@ def export(
         state[k] = v
     meta = {"format": WEIGHTS_FORMAT, "model_id": model_id, "N": str(model.N), "M": str(model.M),
             "levels": str(model.levels), **(metadata or {})}
+    if model.levels == len(LAMBDAS):  # the ladder it was trained on (training uses LAMBDAS)
+        meta.setdefault("lambdas", json.dumps(list(LAMBDAS)))
     from safetensors.torch import save_file
 
     out = Path(out)

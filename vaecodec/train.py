@@ -12,11 +12,14 @@ CUDA). On CPU the transforms run under bf16 autocast; the entropy models stay in
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import TrainingError
-from .model import HyperpriorModel, lambda_at
+from .model import HyperpriorModel, add_low_levels, lambda_at
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class TrainConfig:
     lr_decay_start: int = 0  # cosine decay from this step to `steps`; 0 = constant lr
     aux_lr: float = 1e-3
     clip: float = 1.0
+    ema_decay: float = 0.999  # exponential moving average of the weights (0: off); validated and exported
     N: int = 128
     M: int = 192
     metric: str = "mse"  # or "ms-ssim"
@@ -192,13 +196,16 @@ def _atomic_save(obj: Any, path: Path) -> None:
 @torch.no_grad()
 def validate(
     model: HyperpriorModel, images: list[np.ndarray], device: torch.device,
-    levels: tuple[float, ...] = (0.0, 2.0, 4.0, 7.0), autocast: bool = False,
+    levels: tuple[float, ...] | None = None, autocast: bool = False,
 ) -> dict[str, Any]:
     """Estimated bpp (from the priors, rounded latents) and PSNR per level, on whole images."""
     was_training = model.training
     model.eval()
     f = model.downsampling_factor
     res: dict[str, Any] = {}
+    if levels is None:  # both ends and two points between, on the ladder's rungs
+        top = model.levels - 1
+        levels = tuple(float(round(top * k / 3)) for k in range(4))
     for lv in levels:
         bpps, psnrs, losses = [], [], []
         for im in images:
@@ -235,10 +242,54 @@ def _init_weights(model: HyperpriorModel, init: str) -> None:
     else:
         state = torch.load(init, map_location="cpu", weights_only=False)["model"]
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(add_low_levels(state, model.levels))
     except (RuntimeError, KeyError) as e:
         msg = f"{init}: weights do not fit the model ({str(e).splitlines()[0]})"
         raise TrainingError(msg) from None
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM end the run at the next step boundary, after a final checkpoint."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self.old: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.flag:  # a second request: stop now, without the checkpoint
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def requested(self, world: int) -> bool:
+        if world > 1:  # every rank stops at the same step
+            t = torch.tensor([1.0 if self.flag else 0.0])
+            dist.all_reduce(t)
+            return bool(t.item())
+        return self.flag
+
+    def restore(self) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
+def _ladder(model: HyperpriorModel) -> Tensor:
+    return lambda_at(torch.arange(model.levels, dtype=torch.float32))
+
+
+def _fit_moments(opt: torch.optim.Optimizer, levels: int) -> None:
+    """After :func:`add_low_levels` grew per-level parameters, grow their Adam moments to match."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            for k in ("exp_avg", "exp_avg_sq"):
+                t = st.get(k)
+                if t is not None and t.shape != p.shape:
+                    if t.dim() != 2 or t.shape[1:] != p.shape[1:]:
+                        raise ValueError(f"optimizer state of shape {tuple(t.shape)} for a {tuple(p.shape)} parameter")
+                    st[k] = add_low_levels({"gain": t}, levels, moments=True)["gain"]
 
 
 def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[str, Any]:
@@ -275,13 +326,15 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     val_imgs = [load_rgb(p) for p in val_files]
 
     torch.manual_seed(cfg.seed)
-    model = HyperpriorModel(cfg.N, cfg.M).to(device)
+    # channels-last activations: measured 1.3× faster per step here (oneDNN, bf16, 16×128² crops)
+    model = HyperpriorModel(cfg.N, cfg.M).to(device, memory_format=torch.channels_last)
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # same init on every rank, different noise
     opt = torch.optim.Adam([{"params": main_params, "lr": cfg.lr}, {"params": aux_params, "lr": cfg.aux_lr}])
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and device.type == "cuda")
 
+    ema: HyperpriorModel | None = None
     step, best, elapsed0 = 0, math.inf, 0.0
     warm_start = 0  # the step at which the optimizer started fresh
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
@@ -289,13 +342,19 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     ckpt_path = out_dir / "last.pt"
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
+        model.load_state_dict(add_low_levels(ck["model"], model.levels))
         try:
             opt.load_state_dict(ck["optimizer"])
+            _fit_moments(opt, model.levels)
         except ValueError:
             log.warning("optimizer state does not fit; starting a fresh optimizer")
             warm_start = ck["step"]
+        if cfg.ema_decay and "ema" in ck:
+            ema = copy.deepcopy(model)
+            ema.load_state_dict(add_low_levels(ck["ema"], model.levels))
         step, best, elapsed0 = ck["step"], ck.get("best", math.inf), ck.get("elapsed", 0.0)
+        if ck.get("lambdas") != [float(v) for v in _ladder(model)]:
+            best = math.inf  # validated on another ladder: the scores do not compare
         if ck.get("world", 1) == world and f"rng{rank}" in ck:
             gen.set_state(ck[f"rng{rank}"]["torch"])
             sampler.rng.bit_generator.state = ck[f"rng{rank}"]["numpy"]
@@ -307,6 +366,12 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
         step, elapsed0 = cfg.start_step, cfg.start_seconds
         warm_start = step
     model.train()
+    if cfg.ema_decay and ema is None:
+        ema = copy.deepcopy(model)
+    if ema is not None:
+        ema.eval().requires_grad_(False)
+        ema_params = [p for _, p in sorted(ema.named_parameters())]
+        live_params = [p for _, p in sorted(model.named_parameters())]
 
     net: torch.nn.Module = model
     if world > 1:
@@ -325,6 +390,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
         if main:
             ck = {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                **({"ema": ema.state_dict()} if ema is not None else {}),
+                "lambdas": [float(v) for v in _ladder(model)],
                 "best": best, "elapsed": elapsed0 + time.time() - t_start, "config": dataclasses.asdict(cfg),
                 "world": world, **{f"rng{r}": s for r, s in enumerate(states)},
             }
@@ -340,13 +407,17 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     t_ckpt = t_val = time.time()
     acc: dict[str, float] = {}
     last_val: dict[str, Any] = {}
+    stop = _StopRequest()
     try:
         while step < cfg.steps:
             if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
                 break
+            if stop.requested(world):
+                log.info("stopping at step %d on request (SIGINT/SIGTERM)", step)
+                break
             lr = _lr_at(cfg, step, warm_start)
             opt.param_groups[0]["lr"] = lr
-            x = sampler.batch(cfg.batch_size).to(device, non_blocking=True)
+            x = sampler.batch(cfg.batch_size).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             lv = _sample_levels(cfg, cfg.batch_size, gen, model.levels).to(device)
             with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 out = net(x, lv)
@@ -359,6 +430,10 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
             scaler.step(opt)
             scaler.update()
             step += 1
+            if ema is not None:
+                # no averaging over the warm-up of a fresh optimizer: the weights move fast there
+                d = 0.0 if step - warm_start < cfg.lr_warmup else cfg.ema_decay
+                torch._foreach_lerp_(ema_params, live_params, 1.0 - d)
             for k, v in (("loss", r["loss"]), ("bpp", r["bpp"]), ("psnr", r["psnr"]), ("aux", aux), ("gnorm", gnorm)):
                 v = v.detach()
                 acc[k] = acc.get(k, 0.0) + float(v)
@@ -377,9 +452,13 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
             if val_imgs and now - t_val > cfg.val_every_s:
                 t_val = now
                 if main:
-                    last_val = validate(model, val_imgs, device, autocast=amp_dtype is torch.bfloat16)
+                    bf16 = amp_dtype is torch.bfloat16
+                    last_val = validate(ema if ema is not None else model, val_imgs, device, autocast=bf16)
+                    rec = {"step": step, "val": last_val, "lambdas": [float(v) for v in _ladder(model)]}
+                    if ema is not None:  # the raw weights too, to see what averaging buys
+                        rec["val_raw"] = validate(model, val_imgs, device, autocast=bf16)
                     if logf:
-                        logf.write(json.dumps({"step": step, "val": last_val}) + "\n")
+                        logf.write(json.dumps(rec) + "\n")
                         logf.flush()
                     if last_val["score"] < best:
                         best = last_val["score"]
@@ -391,6 +470,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
                 save(ckpt_path)
         save(ckpt_path)
     finally:
+        stop.restore()
         if bar is not None:
             bar.close()
         if logf:
