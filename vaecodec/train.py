@@ -275,8 +275,9 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def _ladder(model: HyperpriorModel) -> Tensor:
-    return lambda_at(torch.arange(model.levels, dtype=torch.float32))
+def _ladder(model: HyperpriorModel) -> list[float]:
+    """The λ of each level, as logged and checkpointed."""
+    return [round(float(v), 6) for v in lambda_at(torch.arange(model.levels, dtype=torch.float32))]
 
 
 def _fit_moments(opt: torch.optim.Optimizer, levels: int) -> None:
@@ -353,7 +354,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
             ema = copy.deepcopy(model)
             ema.load_state_dict(add_low_levels(ck["ema"], model.levels))
         step, best, elapsed0 = ck["step"], ck.get("best", math.inf), ck.get("elapsed", 0.0)
-        if ck.get("lambdas") != [float(v) for v in _ladder(model)]:
+        if ck.get("lambdas") != _ladder(model):
             best = math.inf  # validated on another ladder: the scores do not compare
         if ck.get("world", 1) == world and f"rng{rank}" in ck:
             gen.set_state(ck[f"rng{rank}"]["torch"])
@@ -391,7 +392,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
             ck = {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                 **({"ema": ema.state_dict()} if ema is not None else {}),
-                "lambdas": [float(v) for v in _ladder(model)],
+                "lambdas": _ladder(model),
                 "best": best, "elapsed": elapsed0 + time.time() - t_start, "config": dataclasses.asdict(cfg),
                 "world": world, **{f"rng{r}": s for r, s in enumerate(states)},
             }
@@ -454,7 +455,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
                 if main:
                     bf16 = amp_dtype is torch.bfloat16
                     last_val = validate(ema if ema is not None else model, val_imgs, device, autocast=bf16)
-                    rec = {"step": step, "val": last_val, "lambdas": [float(v) for v in _ladder(model)]}
+                    rec = {"step": step, "val": last_val, "lambdas": _ladder(model)}
                     if ema is not None:  # the raw weights too, to see what averaging buys
                         rec["val_raw"] = validate(model, val_imgs, device, autocast=bf16)
                     if logf:
