@@ -189,7 +189,9 @@ def test_tiled_evaluation_reassembles_whole(exact):
 
 def test_levels_and_inputs(exact):
     z = _symbols((1, N, 4, 4), seed=10)
-    lo, hi = exact(z, 0.0), exact(z, 7.0)
+    top = float(exact.levels - 1)
+    lo, hi = exact(z, 0.0), exact(z, top)
+    assert not all(torch.equal(a, b) for a, b in zip(lo, hi, strict=True))  # the levels differ at all
     assert all(torch.equal(a, b) for a, b in zip(exact(z, -3.0), lo, strict=True))  # clamped like the model
     assert all(torch.equal(a, b) for a, b in zip(exact(z, 99.0), hi, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(exact(z.double(), 0.0), lo, strict=True))  # float symbols
