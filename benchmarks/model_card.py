@@ -1,7 +1,7 @@
 """The model card ``assets/MODEL.md`` of the shipped weights (issue 3, item 3).
 
 ``python -m benchmarks.model_card --log RUN/log.jsonl --results benchmarks/results/kodak
---weights vaecodec/weights/msh-1.safetensors --out assets/`` writes into ``--out``:
+--weights vaecodec/weights/msh-2.safetensors --out assets/`` writes into ``--out``:
 
 * ``training-log.jsonl``: a compact copy of the training log (every validation record, train
   records thinned to the first one of each ``--every``-step bucket plus the latest), merged
