@@ -15,14 +15,6 @@ from vaecodec.weights import get_spec, sha256_file
 
 COFFEE = ASSETS / "coffee.png"
 
-#: The quality bar (beat Pillow's JPEG at the same file size). While the shipped weights are a
-#: snapshot of a run still in progress (manifest status "training"), these tests must fail:
-#: strict xfail, so the day the snapshot passes, the suite says so and the status is updated.
-still_training = pytest.mark.xfail(
-    get_spec().status == "training", reason="shipped weights are an in-progress training snapshot", strict=True
-)
-
-
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(10 * np.log10(255**2 / mse))
@@ -67,7 +59,6 @@ def test_cli_round_trip_keeps_size_and_mode(kodim23_round_trip):
     assert 0 < size < 768 * 512 * 3
 
 
-@still_training
 def test_cli_round_trip_beats_jpeg_on_kodim23(kodim23_round_trip):
     original, decoded, size = kodim23_round_trip
     ours = psnr(np.asarray(original), np.asarray(decoded))
@@ -75,7 +66,6 @@ def test_cli_round_trip_beats_jpeg_on_kodim23(kodim23_round_trip):
     assert ours > jpeg_psnr, f"vaecodec {ours:.2f} dB at {size} B vs JPEG {jpeg_psnr:.2f} dB at {jpeg_bytes} B"
 
 
-@still_training
 def test_beats_jpeg_on_the_bundled_sample(shipped_codec):
     rgb = np.asarray(Image.open(COFFEE).convert("RGB"))
     for q in (25, 75):
