@@ -35,9 +35,9 @@ class ModelSpec:
     M: int
     levels: int
     arch: str = "mean-scale-hyperprior-gain"
-    #: "release" once the weights meet the product's quality bar (beating JPEG on Kodak);
-    #: "training" for snapshots of a run still in progress. Informational: the tests assert
-    #: the quality bar whatever the status says.
+    #: "training" for a snapshot of a run that is still going, "release" for weights whose run
+    #: is finished. Informational only: the tests assert the quality bar (beating JPEG)
+    #: whatever the status is.
     status: str = "release"
 
     @property
