@@ -15,6 +15,7 @@ from vaecodec.weights import get_spec, sha256_file
 
 COFFEE = ASSETS / "coffee.png"
 
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(10 * np.log10(255**2 / mse))
