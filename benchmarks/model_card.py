@@ -295,6 +295,24 @@ def _smooth(ys: Sequence[float], k: int) -> list[float]:
     return [sum(ys[max(0, i - h): i + h + 1]) / len(ys[max(0, i - h): i + h + 1]) for i in range(len(ys))]
 
 
+def _segments(pts: Sequence[tuple[float, float]], factor: float = 8.0) -> list[list[tuple[float, float]]]:
+    """Split points (sorted by step) where the step gap is ``factor`` × the median gap or more.
+
+    A log with a hole in it (records lost with a machine) is drawn as separate pieces rather
+    than with a line across steps nobody logged.
+    """
+    if len(pts) < 3:
+        return [list(pts)] if pts else []
+    gaps = sorted(b[0] - a[0] for a, b in zip(pts, pts[1:]))
+    limit = factor * max(gaps[len(gaps) // 2], 1e-9)
+    out: list[list[tuple[float, float]]] = [[pts[0]]]
+    for a, b in zip(pts, pts[1:]):
+        if b[0] - a[0] >= limit:
+            out.append([])
+        out[-1].append(b)
+    return out
+
+
 def _val_values(vals: Sequence[dict[str, Any]], key: str) -> list[float]:
     return [lv[key] for v in vals for k, lv in v["val"].items()
             if k != "score" and isinstance(lv, dict) and _finite(lv.get(key))]
@@ -327,9 +345,11 @@ def plot_training(records: Sequence[dict[str, Any]], path: Path) -> bool:
         lims: tuple[float, float] | None = None
         if pts:
             xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, color="#999999", lw=0.6, alpha=0.6)
-            ax.plot(xs, _smooth(ys, k), color="black", lw=1.6,
-                    label=f"train (mixed levels; smoothed over {k} records)")
+            for i, seg in enumerate(_segments(pts)):
+                sx, sy = zip(*seg, strict=True)
+                ax.plot(sx, sy, color="#999999", lw=0.6, alpha=0.6)
+                ax.plot(sx, _smooth(sy, k), color="black", lw=1.6,
+                        label=None if i else f"train (mixed levels; smoothed over {k} records)")
             # the first records (PSNR ~10 dB, bpp ~5) would squash the rest: limits from the last 90 %
             tail = [*ys[len(ys) // 10:], *_val_values(vals, key)]
             if key == "psnr":
@@ -339,16 +359,16 @@ def plot_training(records: Sequence[dict[str, Any]], path: Path) -> bool:
         if key == "loss":
             ax.set_yscale("log")
             vs = [(v["step"], v["val"]["score"]) for v in vals if _finite(v["val"].get("score"))]
-            if vs:
-                ax.plot(*zip(*vs, strict=True), "s--", color="#d62728", ms=3.5,
-                        label="validation score (mean loss over levels)")
+            for i, seg in enumerate(_segments(vs, factor=4.0)):
+                ax.plot(*zip(*seg, strict=True), "s--", color="#d62728", ms=3.5,
+                        label=None if i else "validation score (mean loss over levels)")
         else:
             for i, lam in enumerate(lams):
                 vs = [(v["step"], d[lam][key]) for v, d in zip(vals, by_lam, strict=True)
                       if lam in d and _finite(d[lam].get(key))]
-                if vs:
-                    ax.plot(*zip(*vs, strict=True), "o-", ms=3, lw=1.2,
-                            color=cmap(i / max(1, len(lams) - 1)), label=f"validation, λ = {lam:g}")
+                for j, seg in enumerate(_segments(vs, factor=4.0)):
+                    ax.plot(*zip(*seg, strict=True), "o-", ms=3, lw=1.2,
+                            color=cmap(i / max(1, len(lams) - 1)), label=None if j else f"validation, λ = {lam:g}")
         if lims is not None and lims[1] > lims[0]:
             ax.set_ylim(*lims)
         for p, first, _ in facts["patch_phases"][1:]:

@@ -115,3 +115,12 @@ def test_card_without_results_says_not_measured(tmp_path: Path) -> None:
     assert f"Kodak RD table: {mc.NOT_MEASURED}" in card
     assert "| batch size | not recorded |" in card
     assert not (tmp_path / "out" / mc.RD_PNG).exists()
+
+
+def test_training_curve_is_split_where_the_log_has_a_hole() -> None:
+    pts = [(float(s), 1.0) for s in (*range(0, 1000, 25), *range(14000, 15000, 25))]
+    segs = mc._segments(pts)
+    assert [len(s) for s in segs] == [40, 40]
+    assert segs[0][-1][0] == 975 and segs[1][0][0] == 14000
+    assert mc._segments(pts[:40]) == [pts[:40]]  # an even log stays one piece
+    assert mc._segments([]) == []
