@@ -1,7 +1,8 @@
 """The model card ``assets/MODEL.md`` of the shipped weights (issue 3, item 3).
 
 ``python -m benchmarks.model_card --log RUN/log.jsonl --results benchmarks/results/kodak
---weights vaecodec/weights/msh-2.safetensors --out assets/`` writes into ``--out``:
+--weights vaecodec/weights/msh-3.safetensors --out assets/
+--notes assets/model-card-notes.json`` writes into ``--out``:
 
 * ``training-log.jsonl``: a compact copy of the training log (every validation record, train
   records thinned to the first one of each ``--every``-step bucket plus the latest), merged
@@ -694,11 +695,12 @@ def _rd_md(results: dict[str, Any] | None, results_dir: Path | None, bd: dict[st
 
 
 def _commands_md(log_arg: str, weights: dict[str, Any], cfg: dict[str, Any] | None, run_dir: str,
-                 model_id: str) -> list[str]:
+                 model_id: str, notes_arg: str | None = None) -> list[str]:
     return ["## Reproduce", "", "Re-measure on Kodak, then regenerate this card:", "",
             "```sh", KODAK_CMD,
             f"python -m benchmarks.model_card --log {log_arg} --results benchmarks/results/kodak "
-            f"--weights {_rel(weights['path'])} --out assets/", "```", "",
+            f"--weights {_rel(weights['path'])} --out assets/" + (f" --notes {notes_arg}" if notes_arg else ""),
+            "```", "",
             "Continue training (resumes from the run folder's `last.pt`; the same command restarts after any "
             "interruption), then ship the best checkpoint (fp16 weights into `vaecodec/weights/`, sha256 "
             "into `manifest.json`):", "",
@@ -713,7 +715,8 @@ def _commands_md(log_arg: str, weights: dict[str, Any], cfg: dict[str, Any] | No
 def render_card(*, records: Sequence[dict[str, Any]], results: dict[str, Any] | None,
                 results_dir: Path | None, weights: dict[str, Any], notes: dict[str, Any],
                 ckpt: dict[str, Any] | None, data: dict[str, Any] | None, data_dir: str, run_dir: str,
-                log_arg: str, rd_png: bool, curve_png: bool, stale: bool | None) -> str:
+                log_arg: str, rd_png: bool, curve_png: bool, stale: bool | None,
+                notes_arg: str | None = None) -> str:
     """The whole card as Markdown."""
     from vaecodec.model import LAMBDAS
 
@@ -743,7 +746,7 @@ def render_card(*, records: Sequence[dict[str, Any]], results: dict[str, Any] | 
     L += _data_md(data, data_dir)
     L += _training_md(run_facts(records), ckpt, notes, remarks, log_arg, curve_png)
     L += _rd_md(results, results_dir, bd, bd_ms, levels, ladder, rd_png)
-    L += _commands_md(log_arg, weights, (ckpt or {}).get("config") or None, run_dir, model_id)
+    L += _commands_md(log_arg, weights, (ckpt or {}).get("config") or None, run_dir, model_id, notes_arg)
     return "\n".join(L)
 
 
@@ -752,7 +755,7 @@ def render_card(*, records: Sequence[dict[str, Any]], results: dict[str, Any] | 
 
 def build(log: Path | None, results_dir: Path | None, weights: Path, out: Path, *,
           notes: dict[str, Any] | None = None, checkpoint: Path | None = None, train_data: Path | None = None,
-          every: int = 100, merge: bool = True) -> Path:
+          every: int = 100, merge: bool = True, notes_arg: str | None = None) -> Path:
     """Write the compact log, the figures and the card into ``out``; returns the card's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -777,7 +780,7 @@ def build(log: Path | None, results_dir: Path | None, weights: Path, out: Path, 
                        weights=weights_facts(weights), notes=notes or {}, ckpt=ckpt, data=data,
                        data_dir=_rel(data_dir), run_dir=run_dir,
                        log_arg=_rel(log) if log is not None else "RUN/log.jsonl", rd_png=rd_png,
-                       curve_png=curve_png, stale=stale)
+                       curve_png=curve_png, stale=stale, notes_arg=notes_arg)
     path = out / CARD_NAME
     path.write_text(card)
     return path
@@ -801,7 +804,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not isinstance(notes, dict):
         sys.exit("--notes: expected a JSON object")
     path = build(args.log, args.results, args.weights, args.out, notes=notes, checkpoint=args.checkpoint,
-                 train_data=args.train_data, every=args.every, merge=not args.no_merge)
+                 train_data=args.train_data, every=args.every, merge=not args.no_merge,
+                 notes_arg=_rel(args.notes) if args.notes else None)
     print(path)
     return 0
 
