@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .env import REPO_ROOT, environment
+from .env import REPO_ROOT, busy_note, environment
 
 OUTPUT_FILES = ("results.json", "points.csv", "curves.csv", "bd_rate.csv", "throughput.json", "report.md",
                 "rd_psnr.png", "rd_msssim.png", "crop.png")
@@ -116,10 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.perf_counter()
     env = environment(" ".join(["python -m benchmarks", *sys.argv[1:]] if argv is None
                                else ["benchmarks.cli.main", *argv]))
-    busy = env["load_average_1_5_15min"] and env["load_average_1_5_15min"][0] > 0.5 * (env["cpu_count"] or 1)
+    busy = busy_note(env)
     if busy:
-        print(f"warning: load average {env['load_average_1_5_15min'][0]:.2f} on {env['cpu_count']} CPUs: "
-              "another workload is running, timings will be pessimistic (RD results are unaffected)",
+        print(f"warning: {busy} when the run started: timings will be pessimistic (RD results are unaffected)",
               file=sys.stderr)
     samples = load_images(args.dataset, args.max_images)
     names = [n.strip() for n in args.codecs.split(",") if n.strip()] if args.codecs else None

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,35 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy jiffies of all CPUs, jiffies of this process and its waited-for children), Linux only."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    vals = [int(v) for v in fields]
+    busy = sum(vals) - vals[3] - (vals[4] if len(vals) > 4 else 0)  # minus idle and iowait
+    return busy, sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
+
+
+def other_cpu_load(seconds: float = 1.0) -> float | None:
+    """CPUs kept busy by other processes, sampled now over ``seconds`` (None where /proc is missing).
+
+    The load average lags by minutes: right after another job ends it still reads high although
+    the CPUs are idle, and it counts this process too. This samples the present instead.
+    """
+    a = _cpu_jiffies()
+    if a is None:
+        return None
+    time.sleep(seconds)
+    b = _cpu_jiffies()
+    if b is None:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK") * seconds
+    return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / ticks)
+
+
 def environment(command: str | None = None) -> dict[str, Any]:
     """Machine, threads, load, date, library versions and the command that produced the results."""
     try:
@@ -99,8 +129,22 @@ def environment(command: str | None = None) -> dict[str, Any]:
         "torch_threads": threads,
         "cuda_device": cuda,
         "load_average_1_5_15min": load,
+        "other_cpu_load": other_cpu_load(),
         "platform": platform.platform(),
         "git_commit": git_commit(),
         "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
         "versions": library_versions(),
     }
+
+
+def busy_note(env: dict[str, Any]) -> str | None:
+    """Why the machine counts as busy for timings (other work on half the CPUs or more), else None.
+
+    Uses the sampled ``other_cpu_load`` when recorded; older results only have the load average.
+    """
+    cpus = env.get("cpu_count") or 1
+    other = env.get("other_cpu_load")
+    if other is not None:
+        return f"other processes kept {other:.2f} of {cpus} CPUs busy" if other > 0.5 * cpus else None
+    load = env.get("load_average_1_5_15min")
+    return f"load average {load[0]:.2f} on {cpus} CPUs" if load and load[0] > 0.5 * cpus else None

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .env import busy_note
 from .metrics import bd_rate, bd_rate_polyfit, overlap
 from .rd import BD_METRICS, Curve, curve_from_dict
 
@@ -186,9 +187,9 @@ def render(results: dict[str, Any], bench: dict[str, Any] | None) -> str:
              f"({env['cpu_count']} logical CPUs, torch threads {env['torch_threads']}), commit "
              f"`{env.get('git_commit')}`{', quick mode (fewer points)' if results['settings'].get('quick') else ''}.",
              f"Command: `{env['command']}`.", ""]
-    load = env.get("load_average_1_5_15min")
-    if load and load[0] > 0.5 * (env.get("cpu_count") or 1):
-        lines += [f"**Busy machine:** load average {load[0]:.2f} on {env['cpu_count']} CPUs when the run started; "
+    busy = busy_note(env)
+    if busy:
+        lines += [f"**Busy machine:** {busy} when the run started; "
                   "timings and memory-run durations are pessimistic. RD results do not depend on it.", ""]
     if results.get("skipped_codecs"):
         lines += ["Codecs not measured: " + "; ".join(f"{k} ({v})" for k, v in results["skipped_codecs"].items()),

@@ -228,3 +228,15 @@ def test_vaecodec_package_never_imports_benchmarks() -> None:
     pkg = Path(__file__).resolve().parent.parent / "vaecodec"
     pattern = re.compile(r"^\s*(from|import)\s+benchmarks\b", re.MULTILINE)
     assert [p.name for p in pkg.rglob("*.py") if pattern.search(p.read_text())] == []
+
+
+def test_busy_note_prefers_the_sampled_load_over_the_lagging_load_average() -> None:
+    from benchmarks.env import busy_note, other_cpu_load
+
+    # right after a training job ended: the load average still reads high, the CPUs are idle
+    assert busy_note({"cpu_count": 2, "load_average_1_5_15min": [1.7, 1.3, 1.3], "other_cpu_load": 0.1}) is None
+    assert "1.90 of 2 CPUs" in busy_note({"cpu_count": 2, "other_cpu_load": 1.9})
+    assert "load average 1.70" in busy_note({"cpu_count": 2, "load_average_1_5_15min": [1.7, 1.3, 1.3]})
+    assert busy_note({"cpu_count": 2, "load_average_1_5_15min": [0.2, 0.1, 0.1]}) is None
+    load = other_cpu_load(0.2)
+    assert load is None or load >= 0.0
