@@ -110,6 +110,23 @@ def test_resume_continues_exactly(data_dir, tmp_path):
         assert torch.equal(ea[k], eb[k]), k
 
 
+def test_first_record_after_resume_averages_only_the_steps_it_saw(data_dir, tmp_path):
+    """Resumed between two log records, the first record averages the steps since the resume, not a
+    partial sum over log_every (which halved loss, bpp and PSNR in a real log)."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(config(data_dir, straight, steps=4, val_fraction=0), progress=False)
+    train(config(data_dir, split, steps=3, val_fraction=0, log_every=2), progress=False)
+    train(config(data_dir, split, steps=4, val_fraction=0, log_every=2), progress=False)
+
+    def records(out):
+        lines = (out / "log.jsonl").read_text().splitlines()
+        return {r["step"]: r for r in map(json.loads, lines) if "loss" in r}
+
+    one_step, resumed = records(straight)[4], records(split)[4]  # both cover step 4 alone
+    for k in ("loss", "bpp", "psnr"):
+        assert resumed[k] == pytest.approx(one_step[k], rel=1e-6), k
+
+
 def test_holdout_split_is_deterministic_and_disjoint(tmp_path):
     files = [tmp_path / f"{i:03}.png" for i in range(100)]
     tr, va = split_train_val(files, 0.05)

@@ -407,6 +407,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     t_start = time.time()
     t_ckpt = t_val = time.time()
     acc: dict[str, float] = {}
+    n_acc = 0  # steps summed in acc: fewer than log_every after resuming between two records
     last_val: dict[str, Any] = {}
     stop = _StopRequest()
     try:
@@ -438,11 +439,12 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
             for k, v in (("loss", r["loss"]), ("bpp", r["bpp"]), ("psnr", r["psnr"]), ("aux", aux), ("gnorm", gnorm)):
                 v = v.detach()
                 acc[k] = acc.get(k, 0.0) + float(v)
+            n_acc += 1
             if bar is not None:
                 bar.update(1)
             if step % cfg.log_every == 0:
-                rec = {k: v / cfg.log_every for k, v in acc.items()}
-                acc = {}
+                rec = {k: v / n_acc for k, v in acc.items()}
+                acc, n_acc = {}, 0
                 rec.update(step=step, lr=lr, patch=cfg.patch_size, time=round(elapsed0 + time.time() - t_start, 1))
                 if bar is not None:
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", bpp=f"{rec['bpp']:.3f}", psnr=f"{rec['psnr']:.2f}")
