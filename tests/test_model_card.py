@@ -124,3 +124,12 @@ def test_training_curve_is_split_where_the_log_has_a_hole() -> None:
     assert segs[0][-1][0] == 975 and segs[1][0][0] == 14000
     assert mc._segments(pts[:40]) == [pts[:40]]  # an even log stays one piece
     assert mc._segments([]) == []
+
+
+def test_partial_log_records_stay_in_the_log_but_off_the_curves():
+    records = [{"step": 25, "loss": 2.0, "bpp": 0.9, "psnr": 32.0, "patch": 128, "time": 10.0},
+               {"step": 50, "loss": 1.0, "bpp": 0.4, "psnr": 15.0, "patch": 128, "time": 20.0, "partial": True},
+               {"step": 75, "loss": 2.1, "bpp": 0.9, "psnr": 32.1, "patch": 128, "time": 30.0}]
+    facts = mc.run_facts(records)
+    assert [r["step"] for r in facts["train"]] == [25, 50, 75]
+    assert [r["step"] for r in facts["curve"]] == [25, 75]
