@@ -75,6 +75,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, help="timed rounds per throughput case (default 3, quick 1)")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-sizes", help="comma-separated megapixels (default 0.4,4,24; quick 0.4,4)")
+    ap.add_argument("--malloc", choices=["cli", "glibc"], default="cli",
+                    help="malloc settings of the throughput and memory processes: 'cli' (default) applies "
+                    "vaecodec.allocator.keep_buffers() as the vaecodec command does; 'glibc' keeps glibc's defaults, "
+                    "as a library user who does not opt in gets")
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
 
@@ -84,7 +88,8 @@ def run_throughput(args: argparse.Namespace, names: Sequence[str], threads: int,
     env = {**os.environ, "VAECODEC_BENCH_DATA": str(args.dataset.resolve()),
            "VAECODEC_BENCH_IMAGES": str(args.throughput_images or (2 if args.quick else 4)),
            "VAECODEC_BENCH_ROUNDS": str(args.rounds or (1 if args.quick else 3)),
-           "VAECODEC_BENCH_CODECS": ",".join(names), "VAECODEC_BENCH_THREADS": str(threads)}
+           "VAECODEC_BENCH_CODECS": ",".join(names), "VAECODEC_BENCH_THREADS": str(threads),
+           "VAECODEC_BENCH_MALLOC": args.malloc}
     cmd = [sys.executable, "-m", "pytest", str(Path("benchmarks") / "test_throughput.py"), "--benchmark-only",
            f"--benchmark-json={out / 'throughput.json'}", "--benchmark-sort=name",
            "--benchmark-columns=median,iqr,rounds", "-p", "no:cacheprovider", "-o", "addopts=", "-q", "-rs"]
@@ -133,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dataset": {"name": args.dataset.resolve().name, "path": str(args.dataset),
                     "kodak": is_kodak(samples),
                     "images": [{"name": s.name, "height": s.height, "width": s.width} for s in samples]},
-        "settings": {"quick": args.quick, "threads": threads, "rd_threads": args.rd_threads, "device": args.device},
+        "settings": {"quick": args.quick, "threads": threads, "rd_threads": args.rd_threads, "device": args.device,
+                     "malloc": args.malloc},
         "skipped_codecs": skipped, "timing_s": {},
     }
 
@@ -191,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  else [s for s in SIZES_MP if not (args.quick and s > 4)])
         source = max(samples, key=lambda s: s.height * s.width).pixels
         results["memory"] = measure_memory([(c.name, c.default_quality) for c in codecs], source,
-                                           sizes_mp=sizes, threads=threads, device=args.device,
+                                           sizes_mp=sizes, threads=threads, device=args.device, malloc=args.malloc,
                                            progress=progress)
         results["timing_s"]["memory"] = time.perf_counter() - t0
 

@@ -8,6 +8,8 @@ Environment variables (set by ``python -m benchmarks``; defaults for a manual ru
 * ``VAECODEC_BENCH_CODECS``  comma-separated codec names (default: all)
 * ``VAECODEC_BENCH_THREADS`` threads for torch and for codecs that take a thread count
   (default: torch's default)
+* ``VAECODEC_BENCH_MALLOC``  ``cli`` (default): apply :func:`vaecodec.allocator.keep_buffers`
+  as the ``vaecodec`` command does; ``glibc``: glibc's defaults, as a library user gets
 """
 
 from __future__ import annotations
@@ -22,6 +24,21 @@ import pytest
 
 from benchmarks.env import REPO_ROOT, cpu_name, library_versions
 from benchmarks.rd import Sample, load_images
+
+
+def malloc_setting() -> str:
+    """Apply the malloc setting the environment asks for (once per process) and name it."""
+    setting = os.environ.get("VAECODEC_BENCH_MALLOC", "cli")
+    if setting not in ("cli", "glibc"):
+        raise pytest.UsageError(f"VAECODEC_BENCH_MALLOC={setting!r}: expected 'cli' or 'glibc'")
+    if setting == "cli":
+        from vaecodec.allocator import keep_buffers
+
+        return "keep_buffers (as the vaecodec command)" if keep_buffers() else "glibc defaults (mallopt unavailable)"
+    return "glibc defaults"
+
+
+MALLOC = malloc_setting()
 
 
 def bench_threads() -> int:
@@ -44,6 +61,7 @@ def pytest_benchmark_update_machine_info(config: Any, machine_info: dict[str, An
     machine_info["torch_threads"] = bench_threads()
     machine_info["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     machine_info["load_average"] = list(os.getloadavg())
+    machine_info["malloc"] = MALLOC
     machine_info["library_versions"] = library_versions()
 
 

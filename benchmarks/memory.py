@@ -110,7 +110,7 @@ def run_child(args: Sequence[str], limit_kb: int | None, timeout: float) -> dict
 
 
 def measure_memory(codecs: Sequence[tuple[str, float]], source: np.ndarray, *,
-                   sizes_mp: Sequence[float] = SIZES_MP, threads: int = 1, device: str = "cpu",
+                   sizes_mp: Sequence[float] = SIZES_MP, threads: int = 1, device: str = "cpu", malloc: str = "cli",
                    timeout: float = 900.0, limit_fraction: float = 0.6,
                    progress: bool = True) -> list[dict[str, Any]]:
     """Peak memory of encode and decode for each (codec name, knob value) and image size."""
@@ -128,7 +128,7 @@ def measure_memory(codecs: Sequence[tuple[str, float]], source: np.ndarray, *,
             np.save(img_path, img)
             for name, q in codecs:
                 enc_path = Path(tmp) / f"{name}-{mp:g}.bin"
-                common = ["--quality", str(q), "--threads", str(threads), "--device", device]
+                common = ["--quality", str(q), "--threads", str(threads), "--device", device, "--malloc", malloc]
                 for op, src, dst in (("encode", img_path, enc_path), ("decode", enc_path, Path(tmp) / "x.npy")):
                     bar.set_postfix_str(f"{name} {op} {mp:g} MP", refresh=False)
                     if op == "decode" and not enc_path.exists():
@@ -137,7 +137,7 @@ def measure_memory(codecs: Sequence[tuple[str, float]], source: np.ndarray, *,
                         res = run_child([name, op, str(src), str(dst), *common], limit_kb, timeout)
                     rows.append({"codec": name, "op": op, "quality": q, "megapixels": img.shape[0] * img.shape[1] / 1e6,
                                  "height": img.shape[0], "width": img.shape[1], "threads": threads,
-                                 "device": device if name == "vaecodec" else "cpu", **res})
+                                 "device": device if name == "vaecodec" else "cpu", "malloc": malloc, **res})
                     bar.update()
             img_path.unlink()
     return rows
@@ -152,7 +152,13 @@ def _child(argv: Sequence[str]) -> int:
     ap.add_argument("--quality", type=float, required=True)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--malloc", choices=["cli", "glibc"], default="cli")
     a = ap.parse_args(argv)
+    malloc = "glibc defaults"
+    if a.malloc == "cli":  # as the vaecodec command runs (see vaecodec.allocator)
+        from vaecodec.allocator import keep_buffers
+
+        malloc = "keep_buffers" if keep_buffers() else "glibc defaults (mallopt unavailable)"
     from .codecs import make_codecs
 
     if a.codec == "vaecodec":
@@ -178,7 +184,7 @@ def _child(argv: Sequence[str]) -> int:
     if a.op == "encode":
         a.output.write_bytes(result)
     facts = {"rss_before_mib": before / 1024, "peak_rss_mib": peak / 1024, "op_increase_mib": (peak - before) / 1024,
-             "peak_source": "VmHWM" if hwm else "ru_maxrss", "seconds": seconds,
+             "peak_source": "VmHWM" if hwm else "ru_maxrss", "seconds": seconds, "malloc_applied": malloc,
              "bytes": len(result) if a.op == "encode" else None,
              "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
     print(json.dumps(facts))

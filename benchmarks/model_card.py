@@ -8,9 +8,9 @@
   records thinned to the first one of each ``--every``-step bucket plus the latest), merged
   with the copy already there (training continues across sessions): ordered by step, one
   record per (step, kind), the newer source winning;
-* ``training-curve.png``: train loss, bpp and PSNR against step (smoothed) with the
+* ``figures/training-curve.png``: train loss, bpp and PSNR against step (smoothed) with the
   validation bpp and PSNR per level, drawn from that merged file;
-* ``rd-kodak.png``: the PSNR plot of the benchmark results (copied, or drawn from
+* ``figures/rd-kodak.png``: the PSNR plot of the benchmark results (copied, or drawn from
   ``results.json`` when the PNG is absent);
 * ``MODEL.md``: architecture, weights, data, training setup, validation, the RD table and the
   BD-rates read from ``results.json``, targets against what was achieved, and the commands.
@@ -41,8 +41,10 @@ from .env import REPO_ROOT, cpu_name
 
 CARD_NAME = "MODEL.md"
 LOG_NAME = "training-log.jsonl"
-CURVE_PNG = "training-curve.png"
-RD_PNG = "rd-kodak.png"
+#: Figures go in a subfolder so that ``assets/`` itself holds only the sample photos (the
+#: benchmark's default dataset).
+CURVE_PNG = "figures/training-curve.png"
+RD_PNG = "figures/rd-kodak.png"
 NOT_MEASURED = "not measured"
 NOT_RECORDED = "not recorded"
 
@@ -761,6 +763,8 @@ def build(log: Path | None, results_dir: Path | None, weights: Path, out: Path, 
     """Write the compact log, the figures and the card into ``out``; returns the card's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / CURVE_PNG).parent.mkdir(exist_ok=True)
+    (out / RD_PNG).parent.mkdir(exist_ok=True)
     new = read_jsonl(log) if log is not None and Path(log).is_file() else []
     records = merge_logs(out / LOG_NAME if merge else None, new, every)
     if records:

@@ -123,7 +123,7 @@ def _throughput_md(bench: dict[str, Any]) -> list[str]:
     jpeg = {r["op"]: r["mp_per_s"] for r in rows if r["codec"] == "jpeg-420" and r["batch"] == 1}
     out = [f"CPU: {mi.get('cpu_name', '?')}, torch threads: {mi.get('torch_threads', '?')}, "
            f"GPU: {mi.get('cuda_device') or 'none (no GPU numbers)'}; load average at start "
-           f"{', '.join(f'{x:.2f}' for x in mi.get('load_average', []))}. Median of the timed rounds "
+           f"{', '.join(f'{x:.2f}' for x in mi.get('load_average', []))}; malloc: {mi.get('malloc', 'glibc defaults')}. Median of the timed rounds "
            "(one warm-up round excluded); each call encodes or decodes every listed image.", "",
            "| codec | device | batch | threads | knob | bpp | encode MP/s | × JPEG | decode MP/s | × JPEG |",
            "|---|---|---|---|---|---|---|---|---|---|"]
@@ -155,7 +155,9 @@ def _memory_md(rows: Sequence[dict[str, Any]]) -> list[str]:
     out = ["One fresh process per cell: peak resident memory of the process (Linux `VmHWM`, reset just "
            "before the operation), in brackets the increase over the resident memory just before the "
            "operation (imports, model and input already loaded), then the time of that single call. "
-           "Images are mirror-tiles of a dataset image.", "",
+           "Images are mirror-tiles of a dataset image. malloc: "
+           + {"cli": "`keep_buffers()` (as the vaecodec command runs).", "glibc": "glibc's defaults."}.get(
+               str(rows[0].get("malloc")), "glibc's defaults (run before the setting was recorded).") + "", "",
            "| codec | op | " + " | ".join(f"{mp:g} MP" for mp in sorted({round(r['megapixels'], 1) for r in rows}))
            + " |"]
     sizes = sorted({round(r["megapixels"], 1) for r in rows})

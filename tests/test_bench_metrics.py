@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from PIL import Image
 from benchmarks import cli, report
 from benchmarks.codecs import make_codecs
 from benchmarks.crop import match_quality
-from benchmarks.memory import tiled_image
+from benchmarks.memory import run_child, tiled_image
 from benchmarks.metrics import bd_rate, bd_rate_polyfit, bpp, ms_ssim, ms_ssim_db, mse, psnr
 
 RATES = [0.1, 0.2, 0.4, 0.8, 1.6]
@@ -138,6 +139,16 @@ def test_match_quality_returns_the_closest_file_size() -> None:
     assert abs(len(data) - target) == min(abs(s - target) for s in sizes.values())
 
 
+def test_default_dataset_is_the_bundled_sample_photos() -> None:
+    """``python -m benchmarks --out DIR`` (no --dataset) reads assets/, which must hold only photos."""
+    from benchmarks.env import REPO_ROOT
+    from benchmarks.rd import load_images
+
+    default = cli.parse_args(["--out", "x"]).dataset
+    assert default == REPO_ROOT / "assets"
+    assert sorted(s.name for s in load_images(default)) == ["chelsea", "coffee"]
+
+
 def test_tiled_image_has_the_requested_size_and_texture() -> None:
     src = _synthetic(64, 48, seed=2)
     img = tiled_image(src, 0.01)
@@ -153,13 +164,27 @@ def test_report_merges_throughput_and_gives_ratios_to_jpeg() -> None:
                 "extra_info": {"codec": codec, "label": codec, "op": op, "batch": 1, "device": "cpu",
                                "threads": 1, "quality": 75, "bpp": 1.0, "megapixels": 2.0}}
 
-    bench = {"machine_info": {"cpu_name": "test cpu", "torch_threads": 1, "load_average": [0.0, 0.0, 0.0]},
+    bench = {"machine_info": {"cpu_name": "test cpu", "torch_threads": 1, "load_average": [0.0, 0.0, 0.0],
+                              "malloc": "glibc defaults"},
              "benchmarks": [case("jpeg-420", "encode", 0.1), case("jpeg-420", "decode", 0.05),
                             case("vaecodec", "encode", 1.0), case("vaecodec", "decode", 2.0)]}
     rows = {(r["codec"], r["op"]): r for r in report.throughput_rows(bench)}
     assert rows[("jpeg-420", "encode")]["mp_per_s"] == pytest.approx(20.0)
     text = "\n".join(report._throughput_md(bench))
     assert "| vaecodec | cpu | 1 | 1 | 75 | 1.000 | 2.00 | 0.100 | 1.00 | 0.025 |" in text
+    assert "malloc: glibc defaults" in text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the malloc setting is glibc's (Linux)")
+def test_memory_child_applies_the_requested_malloc_setting(tmp_path: Path) -> None:
+    np.save(tmp_path / "img.npy", _synthetic(64, 48, seed=3))
+    seen = {}
+    for setting in ("cli", "glibc"):
+        res = run_child(["jpeg-420", "encode", str(tmp_path / "img.npy"), str(tmp_path / "out.jpg"),
+                         "--quality", "75", "--malloc", setting], None, 120.0)
+        assert res["status"] == "ok", res
+        seen[setting] = res["malloc_applied"]
+    assert seen == {"cli": "keep_buffers", "glibc": "glibc defaults"}
 
 
 def _synthetic(w: int, h: int, seed: int) -> np.ndarray:
