@@ -176,6 +176,25 @@ def test_missing_data_folder_is_a_training_error(tmp_path):
     assert r.exit_code == 1 and r.stderr.startswith("error: ")
 
 
+def test_level_weights_steer_the_sampled_rates(tmp_path):
+    from vaecodec.errors import TrainingError
+    from vaecodec.train import _sample_levels
+
+    gen = torch.Generator().manual_seed(0)
+    top = _sample_levels(TrainConfig("d", "o", level_weights=(0,) * 8 + (1,)), 2000, gen, 9)
+    assert top.min() >= 7.5 and top.max() == 8
+    low = _sample_levels(TrainConfig("d", "o", level_weights=(3, 1) + (0,) * 7), 4000, gen, 9)
+    assert low.max() <= 1.5
+    assert 0.70 < float((low < 0.5).float().mean()) < 0.80  # 3 of 4 draws come from level 0
+    for bad in ("1,2", "1,1,1,1,1,1,1,1,-1", "0,0,0,0,0,0,0,0,0"):
+        r = CliRunner().invoke(cli.main, ["train", str(tmp_path), "--out", str(tmp_path / "o"), "--level-weights", bad])
+        assert r.exit_code == 1 and "level weights" in r.stderr, (bad, r.output)
+    with pytest.raises(TrainingError, match="9 non-negative"):
+        train(config(tmp_path, tmp_path / "o", level_weights=(1.0,) * 3), progress=False)
+    r = CliRunner().invoke(cli.main, ["train", str(tmp_path), "--out", str(tmp_path / "o"), "--level-weights", "a,b"])
+    assert r.exit_code == 2 and "comma-separated numbers" in r.output
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
                     reason="torchrun not installed")
 def test_data_parallel_with_two_processes(data_dir, tmp_path):

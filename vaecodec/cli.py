@@ -332,6 +332,16 @@ def models(as_json: bool) -> None:
         click.echo(f"{s.model_id}{mark}  N={s.N} M={s.M} levels={s.levels} sha256={s.sha256[:16]}…")
 
 
+def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        msg = f"{value!r}: expected comma-separated numbers"
+        raise click.BadParameter(msg) from None
+
+
 @main.command()
 @click.argument("data")
 @click.option("--out", required=True, help="Run folder: checkpoints (last.pt, best.pt) and log.jsonl.")
@@ -344,6 +354,8 @@ def models(as_json: bool) -> None:
               help="Cosine decay to --lr-min from this step to --steps (0: constant).")
 @click.option("--lr-min", type=float, default=1e-5, show_default=True)
 @click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", show_default=True)
+@click.option("--level-weights", default=None, callback=_float_list,
+              help="Sampling weights of the rate levels, lowest first, comma-separated (default: uniform).")
 @click.option("--channels", type=(click.IntRange(1), click.IntRange(1)), default=(128, 192), show_default=True,
               help="N and M: channels of the transforms/z and of y.")
 @click.option("--init", default=None, help="Start from 'shipped' or a .safetensors/.pt file (fine-tuning).")
@@ -375,7 +387,7 @@ def train(data: str, out: str, **kw: Any) -> None:
         init=kw["init"], val_fraction=kw["val_fraction"], val_every_s=kw["val_every"],
         checkpoint_every_s=kw["checkpoint_every"], max_minutes=kw["max_minutes"], precision=kw["precision"],
         device=kw["device"], seed=kw["seed"], N=kw["channels"][0], M=kw["channels"][1],
-        start_step=kw["start_step"], start_seconds=kw["start_seconds"],
+        start_step=kw["start_step"], start_seconds=kw["start_seconds"], level_weights=kw["level_weights"],
     )
     result = run(cfg, resume=kw["resume"])
     if result:

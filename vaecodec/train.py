@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import TrainingError
-from .model import HyperpriorModel, add_low_levels, lambda_at
+from .model import LAMBDAS, HyperpriorModel, add_low_levels, lambda_at
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,15 @@ def _lr_at(cfg: TrainConfig, step: int, warm_start: int = 0) -> float:
     return cfg.lr
 
 
+def _check_level_weights(weights: tuple[float, ...] | None, levels: int) -> None:
+    if weights is None:
+        return
+    if len(weights) != levels or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        msg = (f"level weights {list(weights)}: expected {levels} non-negative numbers (one per ladder level, "
+               "lowest rate first), not all zero")
+        raise TrainingError(msg)
+
+
 def _sample_levels(cfg: TrainConfig, n: int, gen: torch.Generator, levels: int) -> Tensor:
     """Continuous levels: an integer ladder point (weighted) plus a uniform offset in [-½, ½]."""
     w = torch.tensor(cfg.level_weights or [1.0] * levels, dtype=torch.float64)
@@ -302,6 +311,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     continues from it (model, optimizer, step and RNG state); options given in ``cfg``
     (learning rate, patch size, steps, ...) take effect from there.
     """
+    _check_level_weights(cfg.level_weights, len(LAMBDAS))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = _resolve_device(cfg.device)
