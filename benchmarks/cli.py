@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .env import REPO_ROOT, busy_note, environment
+from .env import MALLOC_SETTINGS, REPO_ROOT, busy_note, environment
 
 OUTPUT_FILES = ("results.json", "points.csv", "curves.csv", "bd_rate.csv", "throughput.json", "report.md",
                 "rd_psnr.png", "rd_msssim.png", "crop.png")
@@ -75,7 +75,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, help="timed rounds per throughput case (default 3, quick 1)")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-sizes", help="comma-separated megapixels (default 0.4,4,24; quick 0.4,4)")
-    ap.add_argument("--malloc", choices=["cli", "glibc"], default="cli",
+    ap.add_argument("--malloc", choices=MALLOC_SETTINGS, default="cli",
                     help="malloc settings of the throughput and memory processes: 'cli' (default) applies "
                     "vaecodec.allocator.keep_buffers() as the vaecodec command does; 'glibc' keeps glibc's defaults, "
                     "as a library user who does not opt in gets")

@@ -22,20 +22,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks.env import REPO_ROOT, cpu_name, library_versions
+from benchmarks.env import MALLOC_SETTINGS, REPO_ROOT, apply_malloc, cpu_name, library_versions
 from benchmarks.rd import Sample, load_images
 
 
 def malloc_setting() -> str:
     """Apply the malloc setting the environment asks for (once per process) and name it."""
     setting = os.environ.get("VAECODEC_BENCH_MALLOC", "cli")
-    if setting not in ("cli", "glibc"):
-        raise pytest.UsageError(f"VAECODEC_BENCH_MALLOC={setting!r}: expected 'cli' or 'glibc'")
-    if setting == "cli":
-        from vaecodec.allocator import keep_buffers
-
-        return "keep_buffers (as the vaecodec command)" if keep_buffers() else "glibc defaults (mallopt unavailable)"
-    return "glibc defaults"
+    if setting not in MALLOC_SETTINGS:
+        raise pytest.UsageError(f"VAECODEC_BENCH_MALLOC={setting!r}: expected one of {MALLOC_SETTINGS}")
+    return apply_malloc(setting)
 
 
 MALLOC = malloc_setting()

@@ -148,3 +148,16 @@ def busy_note(env: dict[str, Any]) -> str | None:
         return f"other processes kept {other:.2f} of {cpus} CPUs busy" if other > 0.5 * cpus else None
     load = env.get("load_average_1_5_15min")
     return f"load average {load[0]:.2f} on {cpus} CPUs" if load and load[0] > 0.5 * cpus else None
+
+
+#: ``--malloc`` choices: the ``vaecodec`` command's setting, or glibc's defaults (a library user's).
+MALLOC_SETTINGS = ("cli", "glibc")
+
+
+def apply_malloc(setting: str) -> str:
+    """Apply a ``--malloc`` setting to this process (see :mod:`vaecodec.allocator`); returns what took effect."""
+    if setting == "cli":
+        from vaecodec.allocator import keep_buffers
+
+        return "keep_buffers" if keep_buffers() else "glibc defaults (mallopt unavailable)"
+    return "glibc defaults"

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .env import REPO_ROOT
+from .env import MALLOC_SETTINGS, REPO_ROOT, apply_malloc
 
 SIZES_MP: tuple[float, ...] = (0.4, 4.0, 24.0)
 
@@ -152,13 +152,9 @@ def _child(argv: Sequence[str]) -> int:
     ap.add_argument("--quality", type=float, required=True)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--malloc", choices=["cli", "glibc"], default="cli")
+    ap.add_argument("--malloc", choices=MALLOC_SETTINGS, default="cli")
     a = ap.parse_args(argv)
-    malloc = "glibc defaults"
-    if a.malloc == "cli":  # as the vaecodec command runs (see vaecodec.allocator)
-        from vaecodec.allocator import keep_buffers
-
-        malloc = "keep_buffers" if keep_buffers() else "glibc defaults (mallopt unavailable)"
+    malloc = apply_malloc(a.malloc)
     from .codecs import make_codecs
 
     if a.codec == "vaecodec":

@@ -763,8 +763,8 @@ def build(log: Path | None, results_dir: Path | None, weights: Path, out: Path, 
     """Write the compact log, the figures and the card into ``out``; returns the card's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CURVE_PNG).parent.mkdir(exist_ok=True)
-    (out / RD_PNG).parent.mkdir(exist_ok=True)
+    for parent in {(out / CURVE_PNG).parent, (out / RD_PNG).parent}:
+        parent.mkdir(exist_ok=True)
     new = read_jsonl(log) if log is not None and Path(log).is_file() else []
     records = merge_logs(out / LOG_NAME if merge else None, new, every)
     if records:

@@ -157,7 +157,7 @@ def _memory_md(rows: Sequence[dict[str, Any]]) -> list[str]:
            "operation (imports, model and input already loaded), then the time of that single call. "
            "Images are mirror-tiles of a dataset image. malloc: "
            + {"cli": "`keep_buffers()` (as the vaecodec command runs).", "glibc": "glibc's defaults."}.get(
-               str(rows[0].get("malloc")), "glibc's defaults (run before the setting was recorded).") + "", "",
+               str(rows[0].get("malloc")), "glibc's defaults (run before the setting was recorded)."), "",
            "| codec | op | " + " | ".join(f"{mp:g} MP" for mp in sorted({round(r['megapixels'], 1) for r in rows}))
            + " |"]
     sizes = sorted({round(r["megapixels"], 1) for r in rows})
