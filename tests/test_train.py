@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -231,3 +232,23 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(data_dir, tmp_path):
     ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)  # only the stop saved one
     logged = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert 50 <= max(logged) <= ck["step"] < 1000000
+
+
+def test_checkpoint_comparison_on_the_held_out_photos(data_dir, tmp_path, capsys):
+    from benchmarks import checkpoints
+
+    train(config(data_dir, tmp_path), progress=False)
+    out = tmp_path / "ab.json"
+    assert checkpoints.main([str(tmp_path / "last.pt"), "--data", str(data_dir), "--val-fraction", "0.34",
+                             "--json", str(out)]) == 0
+    (rec,) = json.loads(out.read_text())
+    assert rec["step"] == 4 and len(rec["bpp"]) == len(rec["psnr"]) == 9
+    assert all(b > 0 for b in rec["bpp"]) and math.isfinite(rec["score"])
+    _, held = split_train_val(sorted(data_dir.iterdir()), 0.34)
+    assert f"{len(held)} held-out photos" in capsys.readouterr().out
+    # the live weights are another model than their average
+    assert checkpoints.main([str(tmp_path / "last.pt"), "--data", str(data_dir), "--val-fraction", "0.34",
+                             "--raw", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())[0]["bpp"] != rec["bpp"]
+    assert checkpoints.main([str(tmp_path / "nope.pt"), "--data", str(data_dir)]) == 1
+    assert "nope.pt: no such file" in capsys.readouterr().err
