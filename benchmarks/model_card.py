@@ -536,7 +536,7 @@ def _model_md(weights: dict[str, Any], levels: int, lambdas: Sequence[float], we
           f"| levels | {levels} |",
           f"| parameters (without entropy tables) | {weights['params']:,} ({', '.join(weights['dtypes'])}) |",
           f"| sha256 | `{weights['sha256']}`{check} |"]
-    L += [f"| metadata `{k}` | {v} |" for k, v in meta.items() if k not in ("model_id", "N", "M", "levels")]
+    L += [f"| metadata `{k}` | {v} |" for k, v in sorted(meta.items()) if k not in ("model_id", "N", "M", "levels")]
     L += [f"| exported from | {weights_from or NOT_RECORDED} |", ""]
     if not weights_from:
         L += ["Which checkpoint of the training run below these weights were exported from is not recorded "

@@ -50,7 +50,8 @@ def _weights(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"g_a.0.weight": np.zeros((4, 3, 5, 5), np.float16),
                "gaussian_conditional._quantized_cdf": np.zeros((3, 7), np.int32)}, str(path),
-              metadata={"model_id": "test@1", "N": "4", "M": "6", "levels": "8"})
+              metadata={"model_id": "test@1", "N": "4", "M": "6", "levels": "8", "step": "800", "averaged": "ema",
+                        "train_seconds": "3600", "format": "vaecodec-weights-1"})
 
 
 def test_card_from_synthetic_log_and_results(tmp_path: Path) -> None:
@@ -96,6 +97,9 @@ def test_card_from_synthetic_log_and_results(tmp_path: Path) -> None:
                  "Test CPU, 2 cores", "best.pt at step 800", "| steps | 1000 | log |", "1.00 h",
                  "128×128 px", "256×256 px", "| 800 (best) |", "test@1", "| 4, 6 |"):
         assert fact in card, fact
+    # safetensors returns its metadata in hash order; the card sorts it, so regenerating is stable
+    meta_rows = [line.split("`")[1] for line in card.splitlines() if line.startswith("| metadata `")]
+    assert meta_rows == sorted(meta_rows) == ["averaged", "format", "step", "train_seconds"]
     mean_row = next(line for line in card.splitlines() if line.startswith("| CompressAI mbt2018-mean"))
     assert mc.NOT_MEASURED in mean_row  # no such BD-rate in the results
     assert "MS-SSIM" in card and f"| {mc.NOT_MEASURED} |" in card  # the MS-SSIM BD-rates are absent
