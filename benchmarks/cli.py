@@ -115,12 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    # Before the old outputs go: deleting committed results would mark the commit "-dirty".
+    env = environment(" ".join(["python -m benchmarks", *sys.argv[1:]] if argv is None
+                               else ["benchmarks.cli.main", *argv]))
     for name in OUTPUT_FILES:
         (out / name).unlink(missing_ok=True)
 
-    t_start = time.perf_counter()
-    env = environment(" ".join(["python -m benchmarks", *sys.argv[1:]] if argv is None
-                               else ["benchmarks.cli.main", *argv]))
     busy = busy_note(env)
     if busy:
         print(f"warning: {busy} when the run started: timings will be pessimistic (RD results are unaffected)",
