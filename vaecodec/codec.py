@@ -169,7 +169,6 @@ class Codec:
     def _levels(self, quality: float, n: int) -> torch.Tensor:
         return torch.full((n,), quality_to_level(quality, self.model.levels))
 
-    @torch.inference_mode()
     def _images_per_pass(self, n: int) -> int:
         """Images per analysis/synthesis pass in a batch call of ``n``.
 
@@ -179,6 +178,7 @@ class Codec:
         """
         return n if self.device.type == "cuda" else 1
 
+    @torch.inference_mode()
     def _analysis(self, rgb: np.ndarray, quality: float) -> torch.Tensor:
         """B×H×W×3 uint8 → gained latents y (B×M×h×w, float32, CPU), tile by tile."""
         n, h, w, _ = rgb.shape
