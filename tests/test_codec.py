@@ -134,3 +134,30 @@ def test_cuda_device_is_refused_cleanly_without_cuda(tiny_model):
         pytest.skip("CUDA present")
     with pytest.raises(VaecodecError, match="CUDA is not available"):
         Codec.from_model(tiny_model, device="cuda")
+
+
+def test_network_stages_build_no_autograd_graph(tiny_codec):
+    """Every transform the codec runs is under inference mode (no graph, no saved activations).
+
+    Session 7 let the decorator slide off the analysis; nothing else noticed, since the bytes
+    are the same either way, so this watches the modules themselves.
+    """
+    seen: dict[str, list[bool]] = {}
+
+    def watch(name):
+        def hook(module, args, out):
+            seen.setdefault(name, []).append(torch.is_grad_enabled() or out.requires_grad)
+
+        return hook
+
+    model = tiny_codec.model
+    stages = {"g_a": model.g_a, "h_a": model.h_a, "g_s": tiny_codec._g_s}
+    handles = [m.register_forward_hook(watch(n)) for n, m in stages.items()]
+    try:
+        tiny_codec.decode(tiny_codec.encode(natural_like(40, 56), quality=50))
+        tiny_codec.decode_batch(tiny_codec.encode_batch([natural_like(24, 24)] * 2, quality=20))
+    finally:
+        for h in handles:
+            h.remove()
+    assert set(seen) == set(stages)
+    assert not any(flag for flags in seen.values() for flag in flags), seen
