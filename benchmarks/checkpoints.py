@@ -55,7 +55,8 @@ def jpeg_curve(images: list[np.ndarray]) -> tuple[list[float], list[float]]:
 def _step(path: Path) -> int | None:
     if path.suffix == ".safetensors":
         return None
-    return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+    # mmap: the step is in the pickle; the tensors (read again by model_from_checkpoint) stay on disk
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["step"])
 
 
 def compare(paths: list[Path], images: list[np.ndarray], *, averaged: bool = True,

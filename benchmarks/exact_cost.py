@@ -8,8 +8,8 @@ paths on a 768×512 image (z 12×8×128 → y 48×32×192).
 
 Usage::
 
-    python -m benchmarks.exact_cost --checkpoint /work/runs/main/last.pt \
-        --images '/work/shared/datasets/kodak/kodim0[1-4].png' --levels 0 2.33 4.67 7 --threads 1
+    python -m benchmarks.exact_cost --checkpoint runs/main/last.pt \
+        --images '../shared/datasets/kodak/kodim0[1-4].png' --levels 0 2.33 4.67 7 --threads 1
 """
 
 from __future__ import annotations
@@ -30,24 +30,13 @@ from vaecodec.exact import ExactEntropyParameters, symbols_from_z_hat
 from vaecodec.export import model_from_checkpoint
 from vaecodec.model import HyperpriorModel
 
+from .metrics import bd_rate
+
 
 def _bd_rate(r1: list[float], d1: list[float], r2: list[float], d2: list[float]) -> float | None:
-    """Bjøntegaard delta rate (%) of curve 2 against curve 1 (cubic fit of log-rate over PSNR).
-
-    None unless both curves have PSNR strictly increasing with rate (an early model's may not,
-    and then the fit is meaningless).
-    """
-    for r, d in ((r1, d1), (r2, d2)):
-        order = np.argsort(r)
-        if np.any(np.diff(np.asarray(d)[order]) <= 0):
-            return None
-    lr1, lr2 = np.log(r1), np.log(r2)
-    deg = min(3, len(r1) - 1)
-    p1, p2 = np.polyfit(d1, lr1, deg), np.polyfit(d2, lr2, deg)
-    lo, hi = max(min(d1), min(d2)), min(max(d1), max(d2))
-    i1, i2 = np.polyint(p1), np.polyint(p2)
-    avg = ((np.polyval(i2, hi) - np.polyval(i2, lo)) - (np.polyval(i1, hi) - np.polyval(i1, lo))) / (hi - lo)
-    return float((math.exp(avg) - 1) * 100)
+    """BD-rate (%) of curve 2 against curve 1 with the benchmark's method, None if undefined."""
+    bd = bd_rate(r1, d1, r2, d2)
+    return None if math.isnan(bd) else 100 * bd
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
