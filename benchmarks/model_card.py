@@ -637,7 +637,7 @@ def _training_md(facts: dict[str, Any], ckpt: dict[str, Any] | None, notes: dict
     vals = facts["vals"]
     if not vals:
         return L
-    lv_keys = sorted({k for v in vals for k in v["val"] if k != "score"}, key=float)
+    lv_keys = sorted({k for v in vals for k, lv in v["val"].items() if isinstance(lv, dict)}, key=float)
     shown, best = vals[-8:], facts["best_val"]
     if best is not None and best not in shown:
         shown = [best, *shown]

@@ -18,7 +18,8 @@ def _train(step: int, psnr: float, patch: int = 128) -> dict[str, Any]:
 
 def _val(step: int, score: float) -> dict[str, Any]:
     return {"step": step, "val": {"0": {"bpp": 0.2, "psnr": 25.0, "loss": 1.0},
-                                  "7": {"bpp": 1.5, "psnr": 33.0, "loss": 9.0}, "score": score}}
+                                  "7": {"bpp": 1.5, "psnr": 33.0, "loss": 9.0}, "score": score,
+                                  "objective": score}}
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:

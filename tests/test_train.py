@@ -42,6 +42,7 @@ def weights(out) -> dict[str, torch.Tensor]:
 def test_training_logs_validates_and_checkpoints(data_dir, tmp_path):
     result = train(config(data_dir, tmp_path), progress=False)
     assert {"0", "3", "5", "8", "score"} <= result.keys()  # both ends of the 9-rung ladder and two between
+    assert result["objective"] == result["score"]  # no level balance: the plain mean picks the best
     lines = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
     steps = [r for r in lines if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
@@ -194,6 +195,40 @@ def test_level_weights_steer_the_sampled_rates(tmp_path):
         train(config(tmp_path, tmp_path / "o", level_weights=(1.0,) * 3), progress=False)
     r = CliRunner().invoke(cli.main, ["train", str(tmp_path), "--out", str(tmp_path / "o"), "--level-weights", "a,b"])
     assert r.exit_code == 2 and "comma-separated numbers" in r.output
+
+
+def test_level_balance_weights_each_crop_by_its_rate(data_dir, tmp_path):
+    from vaecodec.errors import TrainingError
+    from vaecodec.model import LAMBDAS
+    from vaecodec.train import loss_weights, rd_loss
+
+    lam = torch.tensor(LAMBDAS)
+    assert torch.equal(loss_weights(lam, 0.0), torch.ones(9))
+    w = loss_weights(lam, 0.5)
+    assert torch.all(w[:-1] > w[1:])  # lower rates weigh more
+    assert w[0] * w[-1] == pytest.approx(1.0)  # the ends are reciprocal about the ladder's middle
+    assert float(w[0] / w[-1]) == pytest.approx((LAMBDAS[-1] / LAMBDAS[0]) ** 0.5)
+    # the weights enter the batch mean crop by crop
+    x = torch.full((2, 3, 4, 4), 0.5)
+    out = {"x_hat": x + 0.1, "likelihoods": {"y": torch.full((2, 1, 2, 2), 0.5)}}
+    lam2 = torch.tensor([0.001, 0.1])
+    per_crop = 4 / 16 + lam2 * 255**2 * 0.01
+    weighted = rd_loss(out, x, lam2, weight=torch.tensor([3.0, 0.5]))["loss"]
+    assert float(weighted) == pytest.approx(float((per_crop * torch.tensor([3.0, 0.5])).mean()), rel=1e-5)
+    assert float(rd_loss(out, x, lam2)["loss"]) == pytest.approx(float(per_crop.mean()), rel=1e-5)
+    # a run with it trains, and a bad value is refused
+    val = train(config(data_dir, tmp_path / "run", steps=2, level_balance=0.5), progress=False)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["config"]["level_balance"] == 0.5
+    # validation keeps the plain mean loss as its score and picks the best checkpoint by the
+    # objective the run trains (the weighted mean)
+    levels = [k for k, v in val.items() if isinstance(v, dict)]
+    w = loss_weights(torch.tensor([LAMBDAS[int(float(k))] for k in levels]), 0.5)
+    assert val["score"] == pytest.approx(sum(val[k]["loss"] for k in levels) / len(levels))
+    assert val["objective"] == pytest.approx(sum(float(wi) * val[k]["loss"] for wi, k in zip(w, levels)) / len(levels))
+    with pytest.raises(TrainingError, match="level balance"):
+        train(config(data_dir, tmp_path / "o", level_balance=-1.0), progress=False)
+    r = CliRunner().invoke(cli.main, ["train", str(data_dir), "--out", str(tmp_path / "o"), "--level-balance", "2"])
+    assert r.exit_code == 1 and "level balance" in r.stderr
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),

@@ -356,6 +356,9 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", show_default=True)
 @click.option("--level-weights", default=None, callback=_float_list,
               help="Sampling weights of the rate levels, lowest first, comma-separated (default: uniform).")
+@click.option("--level-balance", type=float, default=0.0, show_default=True,
+              help="Weight each crop's loss by (λ/λ_mid)^-P: 0 lets the top rates dominate the gradient, "
+                   "0.5 gives every rate level about the same pull.")
 @click.option("--channels", type=(click.IntRange(1), click.IntRange(1)), default=(128, 192), show_default=True,
               help="N and M: channels of the transforms/z and of y.")
 @click.option("--init", default=None, help="Start from 'shipped' or a .safetensors/.pt file (fine-tuning).")
@@ -388,6 +391,7 @@ def train(data: str, out: str, **kw: Any) -> None:
         checkpoint_every_s=kw["checkpoint_every"], max_minutes=kw["max_minutes"], precision=kw["precision"],
         device=kw["device"], seed=kw["seed"], N=kw["channels"][0], M=kw["channels"][1],
         start_step=kw["start_step"], start_seconds=kw["start_seconds"], level_weights=kw["level_weights"],
+        level_balance=kw["level_balance"],
     )
     result = run(cfg, resume=kw["resume"])
     if result:
