@@ -66,6 +66,9 @@ def compare(paths: list[Path], images: list[np.ndarray], *, averaged: bool = Tru
     out = []
     for p in paths:
         model = model_from_checkpoint(p, averaged=averaged)
+        # as export does: refit the factorized prior's quantiles, whose medians centre the
+        # rounding of z (training fits them by the auxiliary loss, which lags when z moves)
+        model.update(force=True, update_quantiles=True)
         levels = tuple(float(i) for i in range(model.levels))
         v = validate(model, images, torch.device("cpu"), levels=levels, autocast=autocast)
         rate = [v[f"{lv:g}"]["bpp"] for lv in levels]
