@@ -562,7 +562,7 @@ def _data_md(data: dict[str, Any] | None, data_dir: str) -> list[str]:
         L += [f"The training folder `{data_dir}` was not available when this card was generated: its size "
               f"and split are {NOT_RECORDED} here (see `../shared/datasets/README.md`).", ""]
     L += ["Kodak (`../shared/datasets/kodak`) is the evaluation set only: it is used neither for training "
-          "nor for model selection (the best checkpoint is chosen by the validation score on the held-out "
+          "nor for model selection (the best checkpoint is chosen by validation on the held-out "
           "training photos).", ""]
     return L
 
@@ -609,7 +609,10 @@ def _setup_rows(facts: dict[str, Any], ckpt: dict[str, Any] | None,
     if cfg:
         levels = ("uniformly over the ladder (continuous)" if not cfg.get("level_weights")
                   else f"with weights {cfg.get('level_weights')}")
-        rows.append(("objective", f"{cfg.get('metric')}; level per crop drawn {levels}; auxiliary (quantile) "
+        bal = cfg.get("level_balance") or 0
+        balance = (f"each crop's loss weighted by (λ/λ_mid)^-{bal:g} (--level-balance {bal:g})" if bal
+                   else "the crops' losses averaged unweighted")
+        rows.append(("objective", f"{cfg.get('metric')}; level per crop drawn {levels}; {balance}; auxiliary (quantile) "
                      f"loss with its own Adam group, lr {cfg.get('aux_lr'):g}; gradient clipping "
                      f"{cfg.get('clip'):g}", "checkpoint"))
         rows.append(("seed, validation interval", f"{cfg.get('seed')}, every {cfg.get('val_every_s'):g} s",

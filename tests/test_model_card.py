@@ -138,3 +138,17 @@ def test_partial_log_records_stay_in_the_log_but_off_the_curves():
     facts = mc.run_facts(records)
     assert [r["step"] for r in facts["train"]] == [25, 50, 75]
     assert [r["step"] for r in facts["curve"]] == [25, 75]
+
+
+def test_setup_rows_name_the_level_balance():
+    from benchmarks.model_card import _setup_rows
+
+    cfg = {"metric": "mse", "aux_lr": 1e-3, "clip": 1.0, "seed": 0, "val_every_s": 900.0, "precision": "bf16"}
+
+    def objective(config):
+        facts = {"seconds": None, "steps": 10, "patch_phases": [], "lr_max": None}
+        return dict((r[0], r[1]) for r in _setup_rows(facts, {"config": config}, {}))["objective"]
+
+    plain, weighted = objective(cfg), objective({**cfg, "level_balance": 0.5})
+    assert "averaged unweighted" in plain
+    assert "(λ/λ_mid)^-0.5 (--level-balance 0.5)" in weighted
