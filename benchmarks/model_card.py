@@ -769,6 +769,10 @@ def build(log: Path | None, results_dir: Path | None, weights: Path, out: Path, 
     for parent in {(out / CURVE_PNG).parent, (out / RD_PNG).parent}:
         parent.mkdir(exist_ok=True)
     new = read_jsonl(log) if log is not None and Path(log).is_file() else []
+    wfacts = weights_facts(weights)
+    step = str(wfacts["metadata"].get("step", ""))
+    if step.isdigit():  # a run that went on past the weights: its later records describe later weights
+        new = [r for r in new if not isinstance(r.get("step"), int) or r["step"] <= int(step)]
     records = merge_logs(out / LOG_NAME if merge else None, new, every)
     if records:
         write_jsonl(out / LOG_NAME, records)
@@ -786,7 +790,7 @@ def build(log: Path | None, results_dir: Path | None, weights: Path, out: Path, 
              if results else None)
     run_dir = _rel(Path(log).parent) if log is not None else (_rel(cfg["out"]) if cfg.get("out") else "RUN")
     card = render_card(records=records, results=results, results_dir=results_dir,
-                       weights=weights_facts(weights), notes=notes or {}, ckpt=ckpt, data=data,
+                       weights=wfacts, notes=notes or {}, ckpt=ckpt, data=data,
                        data_dir=_rel(data_dir), run_dir=run_dir,
                        log_arg=_rel(log) if log is not None else "RUN/log.jsonl", rd_png=rd_png,
                        curve_png=curve_png, stale=stale, notes_arg=notes_arg)

@@ -45,13 +45,13 @@ def _results(folder: Path) -> None:
     (folder / "results.json").write_text(json.dumps(results))
 
 
-def _weights(path: Path) -> None:
+def _weights(path: Path, step: int = 1000) -> None:
     from safetensors.numpy import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"g_a.0.weight": np.zeros((4, 3, 5, 5), np.float16),
                "gaussian_conditional._quantized_cdf": np.zeros((3, 7), np.int32)}, str(path),
-              metadata={"model_id": "test@1", "N": "4", "M": "6", "levels": "8", "step": "800", "averaged": "ema",
+              metadata={"model_id": "test@1", "N": "4", "M": "6", "levels": "8", "step": str(step), "averaged": "ema",
                         "train_seconds": "3600", "format": "vaecodec-weights-1"})
 
 
@@ -152,3 +152,18 @@ def test_setup_rows_name_the_level_balance():
     plain, weighted = objective(cfg), objective({**cfg, "level_balance": 0.5})
     assert "averaged unweighted" in plain
     assert "(λ/λ_mid)^-0.5 (--level-balance 0.5)" in weighted
+
+
+def test_card_leaves_out_log_records_past_the_weights(tmp_path: Path) -> None:
+    # the run went on after these weights were shipped: the card describes the weights' step
+    log_path = tmp_path / "run" / "log.jsonl"
+    log_path.parent.mkdir()
+    _write_jsonl(log_path, [_train(s, 20.0) for s in range(25, 1001, 25)] + [_val(400, 5.0), _val(800, 4.0)])
+    weights = tmp_path / "w" / "test-1.safetensors"
+    _weights(weights, step=500)
+    out = tmp_path / "assets"
+    assert mc.main(["--log", str(log_path), "--weights", str(weights), "--out", str(out),
+                    "--train-data", str(tmp_path / "no-data")]) == 0
+    assert max(r["step"] for r in mc.read_jsonl(out / mc.LOG_NAME)) == 500
+    card = (out / mc.CARD_NAME).read_text()
+    assert "| steps | 500 | log |" in card and "| 800 " not in card
