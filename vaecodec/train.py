@@ -243,6 +243,7 @@ def validate(
     if levels is None:  # both ends and two points between, on the ladder's rungs
         top = model.levels - 1
         levels = tuple(float(round(top * k / 3)) for k in range(4))
+    level_losses, weighted = [], []
     for lv in levels:
         bpps, psnrs, losses = [], [], []
         for im in images:
@@ -262,10 +263,10 @@ def validate(
             psnrs.append(-10 * math.log10(max(mse, 1e-10)))
             losses.append(bpp + float(lambda_at(lvt)) * 255**2 * mse)
         res[f"{lv:g}"] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "loss": float(np.mean(losses))}
-    lam = lambda_at(torch.tensor([float(k) for k in res]))
-    w = loss_weights(lam, balance).tolist()
-    res["score"] = float(np.mean([v["loss"] for v in res.values()]))
-    res["objective"] = float(np.mean([wi * v["loss"] for wi, v in zip(w, list(res.values())[:-1])]))
+        level_losses.append(float(np.mean(losses)))
+        weighted.append(float(loss_weights(lambda_at(lvt), balance)) * level_losses[-1])
+    res["score"] = float(np.mean(level_losses))
+    res["objective"] = float(np.mean(weighted))
     model.train(was_training)
     return res
 
