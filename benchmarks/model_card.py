@@ -156,9 +156,46 @@ def run_facts(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     lrs = [r["lr"] for r in train if _finite(r.get("lr"))]
     facts["lr_max"] = max(lrs) if lrs else None
     facts["lr_last"] = lrs[-1] if lrs else None
-    scored = [v for v in vals if _finite(v["val"].get("score"))]
-    facts["best_val"] = min(scored, key=lambda v: v["val"]["score"]) if scored else None
+    facts["best_val"] = best_validation(vals)
     return facts
+
+
+def _objective(v: dict[str, Any]) -> float | None:
+    """The value a validation record was ranked by: its weighted objective, else its score."""
+    val = v["val"]
+    obj = val.get("objective", val.get("score"))
+    return obj if _finite(obj) else None
+
+
+def _objective_kind(v: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two records' objectives comparable: the ladder and the level balance.
+
+    Records from before the balance was logged carry no ``level_balance``; a weighted
+    objective that differs from the plain score tells that some balance was on.
+    """
+    val = v["val"]
+    bal = v.get("level_balance")
+    if bal is None:
+        obj, score = val.get("objective"), val.get("score")
+        weighted = _finite(obj) and _finite(score) and not math.isclose(obj, score, rel_tol=1e-9)
+        bal = "weighted" if weighted else 0.0
+    elif bal:
+        bal = "weighted"
+    return tuple(v.get("lambdas") or ()), bal
+
+
+def best_validation(vals: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The validation the run kept as best.pt: the lowest objective since the objective last changed.
+
+    Training picks best.pt by the weighted objective and starts over when the ladder or the
+    level balance changes; records of an earlier objective do not compare with the last one's.
+    """
+    ranked = [v for v in vals if _objective(v) is not None]
+    if not ranked:
+        return None
+    kind = _objective_kind(ranked[-1])
+    same = [v for v in ranked if _objective_kind(v) == kind]
+    return min(same, key=_objective)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -645,15 +682,18 @@ def _training_md(facts: dict[str, Any], ckpt: dict[str, Any] | None, notes: dict
     if best is not None and best not in shown:
         shown = [best, *shown]
     L += ["### Validation (held-out training photos)", "",
-          "| step | " + " | ".join(f"level {k}: bpp / PSNR" for k in lv_keys) + " | score |",
-          "|---|" + "---|" * (len(lv_keys) + 1)]
+          "| step | " + " | ".join(f"level {k}: bpp / PSNR" for k in lv_keys) + " | score | objective |",
+          "|---|" + "---|" * (len(lv_keys) + 2)]
     for v in shown:
         per = [v["val"].get(k) or {} for k in lv_keys]
         cells = [f"{_f(c.get('bpp'), '.3f')} / {_f(c.get('psnr'), '.2f')}" for c in per]
         mark = " (best)" if v is best else ""
-        L.append(f"| {v['step']}{mark} | " + " | ".join(cells) + f" | {_f(v['val'].get('score'), '.4f')} |")
-    L += ["", f"{len(vals)} validations in all; the last {min(8, len(vals))} and the best (lowest score = "
-          "mean of the per-level losses) are shown.", ""]
+        L.append(f"| {v['step']}{mark} | " + " | ".join(cells) + f" | {_f(v['val'].get('score'), '.4f')} | "
+                 f"{_f(v['val'].get('objective'), '.4f')} |")
+    L += ["", f"{len(vals)} validations in all; the last {min(8, len(vals))} and the best are shown. Score = "
+          "mean of the per-level losses; objective = the same losses weighted by the level balance, which "
+          "picks best.pt (the best is the lowest objective since the ladder or the balance last changed; "
+          "the score before the objective was logged).", ""]
     return L
 
 

@@ -167,3 +167,22 @@ def test_card_leaves_out_log_records_past_the_weights(tmp_path: Path) -> None:
     assert max(r["step"] for r in mc.read_jsonl(out / mc.LOG_NAME)) == 500
     card = (out / mc.CARD_NAME).read_text()
     assert "| steps | 500 | log |" in card and "| 800 " not in card
+
+
+def _val(step: int, score: float, objective: float | None = None, **extra: object) -> dict:
+    val: dict = {"0": {"bpp": 0.1, "psnr": 26.0, "loss": score}, "score": score}
+    if objective is not None:
+        val["objective"] = objective
+    return {"step": step, "val": val, "lambdas": [0.001, 0.01], **extra}
+
+
+def test_best_validation_follows_the_objective_the_run_picks_by() -> None:
+    plain = [_val(100, 1.70), _val(200, 1.60, 1.60)]  # before the balance: objective = score
+    balanced = [_val(300, 1.75, 0.97), _val(400, 1.74, 0.99), _val(500, 1.76, 0.96, level_balance=0.5)]
+    # the plain score is lowest at step 200, but the run picked best.pt by the weighted objective
+    assert mc.best_validation(plain + balanced)["step"] == 500
+    assert mc.best_validation(plain)["step"] == 200
+    # a change of ladder starts over, as training's `best` does
+    reladdered = [*balanced, {**_val(600, 1.9, 1.5, level_balance=0.5), "lambdas": [0.001, 0.02]}]
+    assert mc.best_validation(reladdered)["step"] == 600
+    assert mc.best_validation([]) is None

@@ -504,7 +504,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
                     bf16 = amp_dtype is torch.bfloat16
                     last_val = validate(ema if ema is not None else model, val_imgs, device, autocast=bf16,
                                         balance=cfg.level_balance)
-                    rec = {"step": step, "val": last_val, "lambdas": _ladder(model)}
+                    rec = {"step": step, "val": last_val, "lambdas": _ladder(model), "level_balance": cfg.level_balance}
                     if ema is not None:  # the raw weights too, to see what averaging buys
                         rec["val_raw"] = validate(model, val_imgs, device, autocast=bf16, balance=cfg.level_balance)
                     if logf:
