@@ -287,3 +287,37 @@ def test_checkpoint_comparison_on_the_held_out_photos(data_dir, tmp_path, capsys
     assert json.loads(out.read_text())[0]["bpp"] != rec["bpp"]
     assert checkpoints.main([str(tmp_path / "nope.pt"), "--data", str(data_dir)]) == 1
     assert "nope.pt: no such file" in capsys.readouterr().err
+
+
+def test_widening_y_keeps_the_function_and_lets_the_new_channels_learn(data_dir, tmp_path):
+    """--channels N M with --init weights of fewer y channels widens them (Net2Net-style)."""
+    from vaecodec.model import widen_latents
+
+    torch.manual_seed(0)
+    old = HyperpriorModel(8, 12).eval()
+    wide = HyperpriorModel(8, 20).eval()
+    wide.load_state_dict(widen_latents(old.state_dict(), 20))
+    x = torch.rand(2, 3, 64, 64)
+    for lv in (0.0, 4.0, 8.0):
+        level = torch.full((2,), lv)
+        a, b = old(x, level), wide(x, level)
+        with torch.no_grad():
+            y_new = wide.g_a(x)[:, 12:] * wide.gains(level)[0][:, 12:]
+        assert torch.equal(torch.round(y_new), torch.zeros_like(y_new))  # the new channels quantize to 0
+        assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-6)
+        assert torch.allclose(a["likelihoods"]["z"], b["likelihoods"]["z"])
+        assert torch.allclose(a["likelihoods"]["y"], b["likelihoods"]["y"][:, :12], atol=1e-6)
+    with pytest.raises(ValueError, match="narrow"):
+        widen_latents(wide.state_dict(), 12)
+
+    # a run started from the narrower weights trains the wider model, new channels included
+    init = tmp_path / "narrow.pt"
+    torch.save({"model": old.state_dict()}, init)
+    out = tmp_path / "run"
+    train(config(data_dir, out, steps=3, val_fraction=0, M=20, init=str(init)), progress=False)
+    ck = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    start = widen_latents(old.state_dict(), 20)
+    for name in ("g_a.6.weight", "g_s.0.weight", "h_s.0.weight", "h_s.4.weight"):
+        assert ck["model"][name].shape == start[name].shape
+    assert not torch.equal(ck["model"]["g_a.6.weight"][12:], start["g_a.6.weight"][12:])
+    assert not torch.equal(ck["model"]["h_s.0.weight"][:, 12:], start["h_s.0.weight"][:, 12:])

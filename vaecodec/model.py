@@ -86,6 +86,65 @@ def add_low_levels(state: dict[str, Tensor], levels: int, *, moments: bool = Fal
     return out
 
 
+def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[str, Tensor]:
+    """Grow y of ``state`` (a :class:`HyperpriorModel` state dict) to ``M`` channels, same function.
+
+    Function-preserving widening in the manner of Net2Net (Chen, Goodfellow and Shlens,
+    ICLR 2016). A new y channel is computed by tiny random weights, so it quantizes to 0,
+    and is read by small random weights in the synthesis (zero weights would leave it dead:
+    a channel that quantizes to 0 gets no gradient into weights that read it, and zero
+    weights send none back); the hyper-analysis reads it with zeros, so z is unchanged. The
+    decoded image and the prior of the old channels stay the same as long as the new
+    channels quantize to 0. Their prior starts with zero mean and the smallest scale (they
+    cost about nothing until they carry something); their gains start at the mean of the
+    old ones. The hyper-synthesis' hidden widths (``M`` and ``3M/2``) grow alike: new units
+    silent, read by random weights, or active and read by zeros.
+    """
+    old = state["g_a.6.weight"].shape[0]
+    if M < old:
+        msg = f"cannot narrow y from {old} to {M} channels"
+        raise ValueError(msg)
+    if M == old:
+        return dict(state)
+    gen = torch.Generator().manual_seed(seed)
+    out = dict(state)
+
+    def rand(shape: tuple[int, ...], like: Tensor, scale: float = 1.0) -> Tensor:
+        std = float(like.float().std()) * scale
+        return (torch.randn(shape, generator=gen) * std).to(like.dtype)
+
+    def grow(t: Tensor, dim: int, n: int, fill: Tensor | None = None) -> Tensor:
+        shape = list(t.shape)
+        shape[dim] = n - shape[dim]
+        extra = torch.zeros(shape, dtype=t.dtype) if fill is None else fill.to(t.dtype).expand(shape)
+        return torch.cat([t, extra], dim)
+
+    h_old, h_new = old * 3 // 2, M * 3 // 2
+    w = out["g_a.6.weight"]  # conv N -> M: new outputs small and random (tiny values that round to 0)
+    out["g_a.6.weight"] = torch.cat([w, rand((M - old, *w.shape[1:]), w, 0.01)])
+    out["g_a.6.bias"] = grow(out["g_a.6.bias"], 0, M)
+    for name in ("gain", "inv_gain"):
+        t = out[name]
+        out[name] = grow(t, 1, M, t.mean(1, keepdim=True))
+    out["h_a.0.weight"] = grow(out["h_a.0.weight"], 1, M)  # conv M -> N: new inputs unread
+    w = out["g_s.0.weight"]  # deconv M -> N: new inputs read by small weights (they are 0 for now)
+    out["g_s.0.weight"] = torch.cat([w, rand((M - old, *w.shape[1:]), w, 0.1)])
+    # h_s: deconv N -> M (new hidden units silent), deconv M -> 3M/2 (new rows random: they read
+    # silent units; new columns random: read by zeros below), conv 3M/2 -> 2M (scales | means)
+    out["h_s.0.weight"] = grow(out["h_s.0.weight"], 1, M)
+    out["h_s.0.bias"] = grow(out["h_s.0.bias"], 0, M)
+    w = out["h_s.2.weight"]
+    w = torch.cat([w, rand((M - old, *w.shape[1:]), w)], 0)
+    out["h_s.2.weight"] = torch.cat([w, rand((w.shape[0], h_new - h_old, *w.shape[2:]), w)], 1)
+    out["h_s.2.bias"] = grow(out["h_s.2.bias"], 0, h_new)
+    w, b = grow(out["h_s.4.weight"], 1, h_new), out["h_s.4.bias"]
+    ws, wm = w.chunk(2, 0)
+    bs, bm = b.chunk(2, 0)
+    out["h_s.4.weight"] = torch.cat([grow(ws, 0, M), grow(wm, 0, M)])
+    out["h_s.4.bias"] = torch.cat([grow(bs, 0, M), grow(bm, 0, M)])
+    return out
+
+
 def ste_round(x: Tensor) -> Tensor:
     """Round in the forward pass, identity gradient in the backward pass."""
     return x + (torch.round(x) - x).detach()

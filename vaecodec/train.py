@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import TrainingError
-from .model import LAMBDAS, HyperpriorModel, add_low_levels, lambda_at
+from .model import LAMBDAS, HyperpriorModel, add_low_levels, lambda_at, widen_latents
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +283,9 @@ def _init_weights(model: HyperpriorModel, init: str) -> None:
     else:
         state = torch.load(init, map_location="cpu", weights_only=False)["model"]
     try:
+        if "g_a.6.weight" in state and state["g_a.6.weight"].shape[0] < model.M:
+            log.info("widening y of %s from %d to %d channels", init, state["g_a.6.weight"].shape[0], model.M)
+            state = widen_latents(state, model.M)
         model.load_state_dict(add_low_levels(state, model.levels))
     except (RuntimeError, KeyError) as e:
         msg = f"{init}: weights do not fit the model ({str(e).splitlines()[0]})"
