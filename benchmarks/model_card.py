@@ -677,10 +677,10 @@ def _training_md(facts: dict[str, Any], ckpt: dict[str, Any] | None, notes: dict
     vals = facts["vals"]
     if not vals:
         return L
-    lv_keys = sorted({k for v in vals for k, lv in v["val"].items() if isinstance(lv, dict)}, key=float)
     shown, best = vals[-8:], facts["best_val"]
     if best is not None and best not in shown:
         shown = [best, *shown]
+    lv_keys = sorted({k for v in shown for k, lv in v["val"].items() if isinstance(lv, dict)}, key=float)
     L += ["### Validation (held-out training photos)", "",
           "| step | " + " | ".join(f"level {k}: bpp / PSNR" for k in lv_keys) + " | score | objective |",
           "|---|" + "---|" * (len(lv_keys) + 2)]
