@@ -109,39 +109,32 @@ def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[st
     gen = torch.Generator().manual_seed(seed)
     out = dict(state)
 
-    def rand(shape: tuple[int, ...], like: Tensor, scale: float = 1.0) -> Tensor:
-        std = float(like.float().std()) * scale
-        return (torch.randn(shape, generator=gen) * std).to(like.dtype)
-
-    def grow(t: Tensor, dim: int, n: int, fill: Tensor | None = None) -> Tensor:
+    def grow(t: Tensor, dim: int, n: int, scale: float = 0.0) -> Tensor:
+        """``t`` grown to ``n`` along ``dim``: zeros, or random at ``scale`` times ``t``'s spread."""
         shape = list(t.shape)
         shape[dim] = n - shape[dim]
-        extra = torch.zeros(shape, dtype=t.dtype) if fill is None else fill.to(t.dtype).expand(shape)
-        return torch.cat([t, extra], dim)
+        extra = torch.randn(shape, generator=gen) * (float(t.float().std()) * scale) if scale else torch.zeros(shape)
+        return torch.cat([t, extra.to(t.dtype)], dim)
 
     h_old, h_new = old * 3 // 2, M * 3 // 2
-    w = out["g_a.6.weight"]  # conv N -> M: new outputs small and random (tiny values that round to 0)
-    out["g_a.6.weight"] = torch.cat([w, rand((M - old, *w.shape[1:]), w, 0.01)])
+    # conv N -> M: new outputs small and random (tiny values that round to 0)
+    out["g_a.6.weight"] = grow(out["g_a.6.weight"], 0, M, 0.01)
     out["g_a.6.bias"] = grow(out["g_a.6.bias"], 0, M)
     for name in ("gain", "inv_gain"):
         t = out[name]
-        out[name] = grow(t, 1, M, t.mean(1, keepdim=True))
+        out[name] = torch.cat([t, t.mean(1, keepdim=True).expand(-1, M - old)], 1)
     out["h_a.0.weight"] = grow(out["h_a.0.weight"], 1, M)  # conv M -> N: new inputs unread
-    w = out["g_s.0.weight"]  # deconv M -> N: new inputs read by small weights (they are 0 for now)
-    out["g_s.0.weight"] = torch.cat([w, rand((M - old, *w.shape[1:]), w, 0.1)])
+    # deconv M -> N: new inputs read by small weights (they are 0 for now)
+    out["g_s.0.weight"] = grow(out["g_s.0.weight"], 0, M, 0.1)
     # h_s: deconv N -> M (new hidden units silent), deconv M -> 3M/2 (new rows random: they read
     # silent units; new columns random: read by zeros below), conv 3M/2 -> 2M (scales | means)
     out["h_s.0.weight"] = grow(out["h_s.0.weight"], 1, M)
     out["h_s.0.bias"] = grow(out["h_s.0.bias"], 0, M)
-    w = out["h_s.2.weight"]
-    w = torch.cat([w, rand((M - old, *w.shape[1:]), w)], 0)
-    out["h_s.2.weight"] = torch.cat([w, rand((w.shape[0], h_new - h_old, *w.shape[2:]), w)], 1)
+    out["h_s.2.weight"] = grow(grow(out["h_s.2.weight"], 0, M, 1.0), 1, h_new, 1.0)
     out["h_s.2.bias"] = grow(out["h_s.2.bias"], 0, h_new)
     w, b = grow(out["h_s.4.weight"], 1, h_new), out["h_s.4.bias"]
-    ws, wm = w.chunk(2, 0)
-    bs, bm = b.chunk(2, 0)
-    out["h_s.4.weight"] = torch.cat([grow(ws, 0, M), grow(wm, 0, M)])
-    out["h_s.4.bias"] = torch.cat([grow(bs, 0, M), grow(bm, 0, M)])
+    out["h_s.4.weight"] = torch.cat([grow(half, 0, M) for half in w.chunk(2, 0)])
+    out["h_s.4.bias"] = torch.cat([grow(half, 0, M) for half in b.chunk(2, 0)])
     return out
 
 
