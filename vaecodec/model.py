@@ -113,7 +113,9 @@ def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[st
         """``t`` grown to ``n`` along ``dim``: zeros, or random at ``scale`` times ``t``'s spread."""
         shape = list(t.shape)
         shape[dim] = n - shape[dim]
-        extra = torch.randn(shape, generator=gen) * (float(t.float().std()) * scale) if scale else torch.zeros(shape)
+        if not scale:
+            return torch.cat([t, torch.zeros(shape, dtype=t.dtype)], dim)
+        extra = torch.randn(shape, generator=gen) * (float(t.float().std()) * scale)
         return torch.cat([t, extra.to(t.dtype)], dim)
 
     h_old, h_new = old * 3 // 2, M * 3 // 2
