@@ -169,6 +169,29 @@ def test_fine_tune_from_weights_file(data_dir, tmp_path):
     assert torch.load(tmp_path / "c" / "last.pt", weights_only=False)["step"] == 102
 
 
+def test_fine_tune_interrupted_in_its_warm_up_resumes_the_warm_up(data_dir, tmp_path):
+    """A run started from --init warms its fresh optimizer up from the start step; stopped and resumed
+    inside the warm-up it goes on with the same learning rates and weights (it used to jump to the peak)."""
+    train(config(data_dir, tmp_path / "a", steps=1, val_fraction=0), progress=False)
+    from vaecodec.export import export, model_from_checkpoint
+
+    w = tmp_path / "a.safetensors"
+    export(model_from_checkpoint(tmp_path / "a" / "last.pt"), w, model_id="a@1")
+    kw = dict(val_fraction=0, init=str(w), start_step=100, lr_warmup=4)
+    train(config(data_dir, tmp_path / "straight", steps=104, **kw), progress=False)
+    train(config(data_dir, tmp_path / "split", steps=102, **kw), progress=False)
+    train(config(data_dir, tmp_path / "split", steps=104, **kw), progress=False)
+
+    def lrs(out):
+        return [r["lr"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
+
+    assert lrs(tmp_path / "split") == lrs(tmp_path / "straight")
+    assert lrs(tmp_path / "straight")[2] < 5e-4  # still warming up at step 103
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_missing_data_folder_is_a_training_error(tmp_path):
     from vaecodec.errors import TrainingError
 

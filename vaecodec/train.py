@@ -395,6 +395,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
         try:
             opt.load_state_dict(ck["optimizer"])
             _fit_moments(opt, model.levels)
+            warm_start = ck.get("warm_start", 0)  # resumed inside a fresh optimizer's warm-up: finish it
         except ValueError:
             log.warning("optimizer state does not fit; starting a fresh optimizer")
             warm_start = ck["step"]
@@ -442,7 +443,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
                 **({"ema": ema.state_dict()} if ema is not None else {}),
                 "lambdas": _ladder(model),
                 "best": best, "elapsed": elapsed0 + time.time() - t_start, "config": dataclasses.asdict(cfg),
-                "world": world, **{f"rng{r}": s for r, s in enumerate(states)},
+                "world": world, "warm_start": warm_start, **{f"rng{r}": s for r, s in enumerate(states)},
             }
             _atomic_save(ck, path)
 
