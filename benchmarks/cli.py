@@ -2,8 +2,9 @@
 
 Runs the rate–distortion sweep, the side-by-side crop, the throughput benchmarks (pytest-
 benchmark in a subprocess) and the peak-memory runs, then writes the JSON, CSV, plots and
-``report.md`` into ``--out``. Nothing is cached: every run measures everything it reports,
-and files a previous run left in ``--out`` are removed first.
+``report.md`` into ``--out``. Nothing is cached: every run measures everything it reports.
+The files are built in a sibling folder and replace those in ``--out`` when the run completes,
+so a failed or stopped run leaves the previous results whole.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -53,7 +55,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", type=Path, default=default_data,
                     help=f"folder of images (default {default_data}); the real report uses ../shared/datasets/kodak")
-    ap.add_argument("--out", type=Path, required=True, help="output folder (created; our old files removed)")
+    ap.add_argument("--out", type=Path, required=True, help="output folder (created; its files are replaced when the run completes)")
     ap.add_argument("--codecs", help="comma-separated codec names (default: all available)")
     ap.add_argument("--quick", action="store_true", help="fewer RD points, 1 timed round, no 24 MP memory run")
     ap.add_argument("--max-images", type=int, help="use only the first N images of the dataset")
@@ -114,13 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = torch.get_num_threads()
     progress = not args.no_progress
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    # The run writes into a sibling folder and replaces out's files only when it completes, so a run
+    # that fails or is stopped leaves the previous (maybe committed) results as they were.
+    work = out.parent / f".{out.name}.partial"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     t_start = time.perf_counter()
-    # Before the old outputs go: deleting committed results would mark the commit "-dirty".
     env = environment(" ".join(["python -m benchmarks", *sys.argv[1:]] if argv is None
                                else ["benchmarks.cli.main", *argv]))
-    for name in OUTPUT_FILES:
-        (out / name).unlink(missing_ok=True)
 
     busy = busy_note(env)
     if busy:
@@ -169,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["references"] = curves_as_dicts(refs)
     results["bd_rate"] = bd_table({**curves, **refs})
     results["points"] = points_as_dicts(points)
-    save(results, out)
+    save(results, work)
 
     if not args.no_crop:
         t0 = time.perf_counter()
@@ -180,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(msg)
         try:
             cr = crop_mod.crop_comparison(names_in[pick], codecs, args.crop_bpp)
-            crop_mod.draw_crops(cr, out / "crop.png")
+            crop_mod.draw_crops(cr, work / "crop.png")
             results["crop"] = crop_mod.crop_facts(cr)
         except ValueError as exc:
             print(f"warning: no crop figure: {exc}", file=sys.stderr)
@@ -189,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(threads)
     if not args.no_throughput:
         t0 = time.perf_counter()
-        results["throughput"] = run_throughput(args, [c.name for c in codecs], threads, out)
+        results["throughput"] = run_throughput(args, [c.name for c in codecs], threads, work)
         results["timing_s"]["throughput"] = time.perf_counter() - t0
 
     if not args.no_memory:
@@ -203,10 +206,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["timing_s"]["memory"] = time.perf_counter() - t0
 
     results["timing_s"]["total"] = time.perf_counter() - t_start
-    save(results, out)
-    report = write_report(out)
-    print(f"wrote {report} ({results['timing_s']['total']:.0f} s)", file=sys.stderr)
+    save(results, work)
+    write_report(work)
+    publish(work, out)
+    print(f"wrote {out / 'report.md'} ({results['timing_s']['total']:.0f} s)", file=sys.stderr)
     return 0
+
+
+def publish(work: Path, out: Path) -> None:
+    """Move a completed run's files from ``work`` into ``out``; earlier outputs it did not write go."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_FILES:
+        if (work / name).exists():
+            os.replace(work / name, out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
+    shutil.rmtree(work)
 
 
 def save(results: dict[str, Any], out: Path) -> None:

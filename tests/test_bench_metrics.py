@@ -237,6 +237,30 @@ def test_end_to_end_rd_run_on_two_small_images_with_jpeg_and_webp(tiny_dataset: 
     assert "BD-rate" in text and "WebP" in text and "crop.png" in text
 
 
+def test_a_failed_run_leaves_the_previous_results_whole(tiny_dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    first = _run(tiny_dataset, out, "jpeg-420")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    from benchmarks import rd
+
+    def broken(*a, **k):
+        raise RuntimeError("stopped mid-sweep")
+
+    monkeypatch.setattr(rd, "sweep", broken)
+    with pytest.raises(RuntimeError, match="mid-sweep"):
+        cli.main(["--dataset", str(tiny_dataset), "--out", str(out), "--codecs", "jpeg-420", "--quick",
+                  "--no-throughput", "--no-memory", "--no-progress"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.undo()
+    # a completed run replaces the files, and drops those it no longer writes
+    assert cli.main(["--dataset", str(tiny_dataset), "--out", str(out), "--codecs", "jpeg-420", "--quick",
+                     "--no-throughput", "--no-memory", "--no-progress", "--no-crop"]) == 0
+    second = json.loads((out / "results.json").read_text())
+    assert second["timing_s"] != first["timing_s"] and "crop" not in second["timing_s"]
+    assert not (out / "crop.png").exists() and (out / "report.md").exists()
+    assert not (tmp_path / ".out.partial").exists()  # no staging folder left behind
+
+
 @pytest.mark.slow
 def test_end_to_end_rd_run_with_vaecodec(tiny_dataset: Path, tmp_path: Path) -> None:
     try:
