@@ -169,6 +169,24 @@ def test_fine_tune_from_weights_file(data_dir, tmp_path):
     assert torch.load(tmp_path / "c" / "last.pt", weights_only=False)["step"] == 102
 
 
+def test_channels_default_to_those_of_the_init_weights_or_the_resumed_run(data_dir, tmp_path):
+    """Fine-tuning needs no --channels: a model of other widths (the shipped one may be wider than the
+    128/192 default) is continued at its own; a resumed run keeps the widths it started with."""
+    train(config(data_dir, tmp_path / "a", steps=1, val_fraction=0, N=8, M=16), progress=False)
+    from vaecodec.export import export, model_from_checkpoint
+
+    w = tmp_path / "a.safetensors"
+    export(model_from_checkpoint(tmp_path / "a" / "last.pt"), w, model_id="a@1")
+    train(config(data_dir, tmp_path / "b", steps=1, val_fraction=0, N=None, M=None, init=str(w)), progress=False)
+    ck = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert (ck["config"]["N"], ck["config"]["M"]) == (8, 16) and ck["model"]["g_a.6.weight"].shape[0] == 16
+    train(config(data_dir, tmp_path / "b", steps=2, val_fraction=0, N=None, M=None), progress=False)
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["step"] == 2
+    from vaecodec.train import _channels
+
+    assert _channels(TrainConfig(data="d", out="o"), tmp_path / "none.pt", True) == (128, 192)  # from scratch
+
+
 def test_fine_tune_interrupted_in_its_warm_up_resumes_the_warm_up(data_dir, tmp_path):
     """A run started from --init warms its fresh optimizer up from the start step; stopped and resumed
     inside the warm-up it goes on with the same learning rates and weights (it used to jump to the peak)."""

@@ -359,8 +359,9 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--level-balance", type=float, default=0.0, show_default=True,
               help="Weight each crop's loss by (λ/λ_mid)^-P: 0 lets the top rates dominate the gradient, "
                    "0.5 gives every rate level about the same pull.")
-@click.option("--channels", type=(click.IntRange(1), click.IntRange(1)), default=(128, 192), show_default=True,
-              help="N and M: channels of the transforms/z and of y.")
+@click.option("--channels", type=(click.IntRange(1), click.IntRange(1)), default=None,
+              help="N and M: channels of the transforms/z and of y (default: those of the run being resumed or "
+                   "of --init, else 128 192; an M above --init's widens y).")
 @click.option("--init", default=None, help="Start from 'shipped' or a .safetensors/.pt file (fine-tuning).")
 @click.option("--start-step", type=click.IntRange(0), default=0, show_default=True,
               help="With --init: the step count to continue from (a run moved to a new machine).")
@@ -389,7 +390,7 @@ def train(data: str, out: str, **kw: Any) -> None:
         lr=kw["lr"], lr_decay_start=kw["lr_decay_start"], lr_min=kw["lr_min"], metric=kw["metric"],
         init=kw["init"], val_fraction=kw["val_fraction"], val_every_s=kw["val_every"],
         checkpoint_every_s=kw["checkpoint_every"], max_minutes=kw["max_minutes"], precision=kw["precision"],
-        device=kw["device"], seed=kw["seed"], N=kw["channels"][0], M=kw["channels"][1],
+        device=kw["device"], seed=kw["seed"], N=(kw["channels"] or (None, None))[0], M=(kw["channels"] or (None, None))[1],
         start_step=kw["start_step"], start_seconds=kw["start_seconds"], level_weights=kw["level_weights"],
         level_balance=kw["level_balance"],
     )

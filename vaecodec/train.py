@@ -54,8 +54,8 @@ class TrainConfig:
     aux_lr: float = 1e-3
     clip: float = 1.0
     ema_decay: float = 0.999  # exponential moving average of the weights (0: off); validated and exported
-    N: int = 128
-    M: int = 192
+    N: int | None = None  # channels of the transforms and z; None: those of the resumed run or of init,
+    M: int | None = None  # and of y (wider than init's widens it); else 128 and 192
     metric: str = "mse"  # or "ms-ssim"
     level_weights: tuple[float, ...] | None = None  # sampling weight per ladder level
     level_balance: float = 0.0  # loss weight of a crop ∝ (λ/λ_mid)^-level_balance (see loss_weights)
@@ -271,17 +271,34 @@ def validate(
     return res
 
 
-def _init_weights(model: HyperpriorModel, init: str) -> None:
+def _init_state(init: str) -> dict[str, torch.Tensor]:
     if init == "shipped":
         from .weights import load_state_dict, shipped_weights_path
 
-        state = load_state_dict(shipped_weights_path())
-    elif init.endswith(".safetensors"):
+        return load_state_dict(shipped_weights_path())
+    if init.endswith(".safetensors"):
         from .weights import load_state_dict
 
-        state = load_state_dict(Path(init))
-    else:
-        state = torch.load(init, map_location="cpu", weights_only=False)["model"]
+        return load_state_dict(Path(init))
+    return torch.load(init, map_location="cpu", weights_only=False)["model"]
+
+
+def _channels(cfg: TrainConfig, ckpt_path: Path, resume: bool) -> tuple[int, int]:
+    """N and M: as given, else those of the run being resumed, else those of the --init weights."""
+    if cfg.N is not None and cfg.M is not None:
+        return cfg.N, cfg.M
+    if resume and ckpt_path.exists():
+        c = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True).get("config", {})
+        return c.get("N") or 128, c.get("M") or 192
+    if cfg.init:
+        state = _init_state(cfg.init)
+        if "g_a.0.weight" in state and "g_a.6.weight" in state:
+            return state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0]
+    return 128, 192
+
+
+def _init_weights(model: HyperpriorModel, init: str) -> None:
+    state = _init_state(init)
     try:
         if "g_a.6.weight" in state and state["g_a.6.weight"].shape[0] < model.M:
             log.info("widening y of %s from %d to %d channels", init, state["g_a.6.weight"].shape[0], model.M)
@@ -374,6 +391,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     train_imgs = [load_rgb(p) for p in train_files]
     val_imgs = [load_rgb(p) for p in val_files]
 
+    n_ch, m_ch = _channels(cfg, out_dir / "last.pt", resume)
+    cfg = dataclasses.replace(cfg, N=n_ch, M=m_ch)
     torch.manual_seed(cfg.seed)
     # channels-last activations: measured 1.3× faster per step here (oneDNN, bf16, 16×128² crops)
     model = HyperpriorModel(cfg.N, cfg.M).to(device, memory_format=torch.channels_last)
