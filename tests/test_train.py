@@ -39,6 +39,16 @@ def weights(out) -> dict[str, torch.Tensor]:
     return torch.load(out / "last.pt", map_location="cpu", weights_only=False)["model"]
 
 
+def exported(data_dir, tmp_path, **kw) -> str:
+    """A .safetensors file of a one-step run (model id "a@1"), for --init."""
+    from vaecodec.export import export, model_from_checkpoint
+
+    train(config(data_dir, tmp_path / "a", steps=1, val_fraction=0, **kw), progress=False)
+    w = tmp_path / "a.safetensors"
+    export(model_from_checkpoint(tmp_path / "a" / "last.pt"), w, model_id="a@1")
+    return str(w)
+
+
 def test_training_logs_validates_and_checkpoints(data_dir, tmp_path):
     result = train(config(data_dir, tmp_path), progress=False)
     assert {"0", "3", "5", "8", "score"} <= result.keys()  # both ends of the 9-rung ladder and two between
@@ -157,27 +167,19 @@ def test_cli_train_export_and_encode_with_the_weights(data_dir, tmp_path):
 
 
 def test_fine_tune_from_weights_file(data_dir, tmp_path):
-    train(config(data_dir, tmp_path / "a", steps=1, val_fraction=0), progress=False)
-    from vaecodec.export import export, model_from_checkpoint
-
-    w = tmp_path / "a.safetensors"
-    export(model_from_checkpoint(tmp_path / "a" / "last.pt"), w, model_id="a@1")
-    train(config(data_dir, tmp_path / "b", steps=1, val_fraction=0, init=str(w)), progress=False)
+    w = exported(data_dir, tmp_path)
+    train(config(data_dir, tmp_path / "b", steps=1, val_fraction=0, init=w), progress=False)
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["step"] == 1
     # continuing a run on a new machine: the step count goes on from the given start
-    train(config(data_dir, tmp_path / "c", steps=102, start_step=100, val_fraction=0, init=str(w)), progress=False)
+    train(config(data_dir, tmp_path / "c", steps=102, start_step=100, val_fraction=0, init=w), progress=False)
     assert torch.load(tmp_path / "c" / "last.pt", weights_only=False)["step"] == 102
 
 
 def test_channels_default_to_those_of_the_init_weights_or_the_resumed_run(data_dir, tmp_path):
     """Fine-tuning needs no --channels: a model of other widths (the shipped one may be wider than the
     128/192 default) is continued at its own; a resumed run keeps the widths it started with."""
-    train(config(data_dir, tmp_path / "a", steps=1, val_fraction=0, N=8, M=16), progress=False)
-    from vaecodec.export import export, model_from_checkpoint
-
-    w = tmp_path / "a.safetensors"
-    export(model_from_checkpoint(tmp_path / "a" / "last.pt"), w, model_id="a@1")
-    train(config(data_dir, tmp_path / "b", steps=1, val_fraction=0, N=None, M=None, init=str(w)), progress=False)
+    w = exported(data_dir, tmp_path, N=8, M=16)
+    train(config(data_dir, tmp_path / "b", steps=1, val_fraction=0, N=None, M=None, init=w), progress=False)
     ck = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
     assert (ck["config"]["N"], ck["config"]["M"]) == (8, 16) and ck["model"]["g_a.6.weight"].shape[0] == 16
     train(config(data_dir, tmp_path / "b", steps=2, val_fraction=0, N=None, M=None), progress=False)
@@ -190,12 +192,7 @@ def test_channels_default_to_those_of_the_init_weights_or_the_resumed_run(data_d
 def test_fine_tune_interrupted_in_its_warm_up_resumes_the_warm_up(data_dir, tmp_path):
     """A run started from --init warms its fresh optimizer up from the start step; stopped and resumed
     inside the warm-up it goes on with the same learning rates and weights (it used to jump to the peak)."""
-    train(config(data_dir, tmp_path / "a", steps=1, val_fraction=0), progress=False)
-    from vaecodec.export import export, model_from_checkpoint
-
-    w = tmp_path / "a.safetensors"
-    export(model_from_checkpoint(tmp_path / "a" / "last.pt"), w, model_id="a@1")
-    kw = dict(val_fraction=0, init=str(w), start_step=100, lr_warmup=4)
+    kw = dict(val_fraction=0, init=exported(data_dir, tmp_path), start_step=100, lr_warmup=4)
     train(config(data_dir, tmp_path / "straight", steps=104, **kw), progress=False)
     train(config(data_dir, tmp_path / "split", steps=102, **kw), progress=False)
     train(config(data_dir, tmp_path / "split", steps=104, **kw), progress=False)

@@ -385,12 +385,13 @@ def train(data: str, out: str, **kw: Any) -> None:
     """
     from .train import TrainConfig, train as run
 
+    n_ch, m_ch = kw["channels"] or (None, None)  # None: from the resumed run or --init
     cfg = TrainConfig(
         data=data, out=out, steps=kw["steps"], batch_size=kw["batch_size"], patch_size=kw["patch_size"],
         lr=kw["lr"], lr_decay_start=kw["lr_decay_start"], lr_min=kw["lr_min"], metric=kw["metric"],
         init=kw["init"], val_fraction=kw["val_fraction"], val_every_s=kw["val_every"],
         checkpoint_every_s=kw["checkpoint_every"], max_minutes=kw["max_minutes"], precision=kw["precision"],
-        device=kw["device"], seed=kw["seed"], N=(kw["channels"] or (None, None))[0], M=(kw["channels"] or (None, None))[1],
+        device=kw["device"], seed=kw["seed"], N=n_ch, M=m_ch,
         start_step=kw["start_step"], start_seconds=kw["start_seconds"], level_weights=kw["level_weights"],
         level_balance=kw["level_balance"],
     )

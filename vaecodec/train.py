@@ -284,17 +284,18 @@ def _init_state(init: str) -> dict[str, torch.Tensor]:
 
 
 def _channels(cfg: TrainConfig, ckpt_path: Path, resume: bool) -> tuple[int, int]:
-    """N and M: as given, else those of the run being resumed, else those of the --init weights."""
+    """N and M as given; what is not given comes from the run being resumed, else the --init weights, else 128/192."""
     if cfg.N is not None and cfg.M is not None:
         return cfg.N, cfg.M
+    n, m = 128, 192
     if resume and ckpt_path.exists():
         c = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True).get("config", {})
-        return c.get("N") or 128, c.get("M") or 192
-    if cfg.init:
+        n, m = c.get("N") or n, c.get("M") or m
+    elif cfg.init:
         state = _init_state(cfg.init)
         if "g_a.0.weight" in state and "g_a.6.weight" in state:
-            return state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0]
-    return 128, 192
+            n, m = state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0]
+    return cfg.N or n, cfg.M or m
 
 
 def _init_weights(model: HyperpriorModel, init: str) -> None:
