@@ -55,7 +55,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", type=Path, default=default_data,
                     help=f"folder of images (default {default_data}); the real report uses ../shared/datasets/kodak")
-    ap.add_argument("--out", type=Path, required=True, help="output folder (created; its files are replaced when the run completes)")
+    ap.add_argument("--out", type=Path, required=True,
+                    help="output folder (created; its files are replaced when the run completes)")
     ap.add_argument("--codecs", help="comma-separated codec names (default: all available)")
     ap.add_argument("--quick", action="store_true", help="fewer RD points, 1 timed round, no 24 MP memory run")
     ap.add_argument("--max-images", type=int, help="use only the first N images of the dataset")

@@ -186,7 +186,7 @@ def test_channels_default_to_those_of_the_init_weights_or_the_resumed_run(data_d
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["step"] == 2
     from vaecodec.train import _channels
 
-    assert _channels(TrainConfig(data="d", out="o"), tmp_path / "none.pt", True) == (128, 192)  # from scratch
+    assert _channels(TrainConfig(data="d", out="o"), None, None) == (128, 192)  # from scratch
 
 
 def test_fine_tune_interrupted_in_its_warm_up_resumes_the_warm_up(data_dir, tmp_path):
