@@ -359,3 +359,54 @@ def test_widening_y_keeps_the_function_and_lets_the_new_channels_learn(data_dir,
         assert ck["model"][name].shape == start[name].shape
     assert not torch.equal(ck["model"]["g_a.6.weight"][12:], start["g_a.6.weight"][12:])
     assert not torch.equal(ck["model"]["h_s.0.weight"][:, 12:], start["h_s.0.weight"][:, 12:])
+
+
+def test_widening_the_transforms_keeps_the_function_and_lets_the_new_units_learn(data_dir, tmp_path):
+    """--channels N M with --init weights of a narrower N widens g_a, g_s, h_a, h_s and z."""
+    from vaecodec.model import widen_transforms
+
+    torch.manual_seed(0)
+    old = HyperpriorModel(8, 12)
+    eb = old.entropy_bottleneck
+    with torch.no_grad():  # a trained-looking prior: channel 3 narrowed 100x, every channel shifted
+        m0 = torch.nn.functional.softplus(eb.matrices[0])
+        m0[3] *= 100
+        eb.matrices[0].copy_(torch.log(torch.expm1(m0)))
+        eb.quantiles[3] /= 100
+        shift = torch.randn(8, 1, 1) * 2
+        eb.biases[0].sub_(m0 * shift)
+        eb.quantiles.add_(shift)
+    old.eval()
+    wide = HyperpriorModel(14, 12).eval()
+    wide.load_state_dict(widen_transforms(old.state_dict(), 14))
+    x = torch.rand(2, 3, 128, 128)
+    for lv in (0.0, 4.0, 8.0):
+        level = torch.full((2,), lv)
+        with torch.no_grad():
+            a, b = old(x, level), wide(x, level)
+            z = wide.h_a(wide.g_a(x) * wide.gains(level)[0]) * wide.gains(level)[2]
+            z_new = z[:, 8:]
+        assert torch.equal(torch.round(z_new), torch.zeros_like(z_new))  # the new z channels quantize to 0
+        assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5)
+        assert torch.allclose(a["likelihoods"]["y"], b["likelihoods"]["y"], atol=1e-5)
+        assert torch.allclose(a["likelihoods"]["z"], b["likelihoods"]["z"][:, :8], atol=1e-6)
+        assert b["likelihoods"]["z"][:, 8:].min() > 0.9  # and cost little: a copy of the narrow prior at 0
+    # the widened model still codes to bytes and back, with tables rebuilt by update()
+    wide.update(force=True)
+    with torch.no_grad():
+        z_hat = wide.entropy_bottleneck.decompress(wide.entropy_bottleneck.compress(z), z.shape[-2:])
+    assert torch.equal(z_hat[:, 8:], torch.zeros_like(z_new))
+    with pytest.raises(ValueError, match="narrow"):
+        widen_transforms(wide.state_dict(), 8)
+
+    # a run started from the narrower weights trains the wider model, new units included
+    init = tmp_path / "narrow.pt"
+    torch.save({"model": old.state_dict()}, init)
+    out = tmp_path / "run"
+    train(config(data_dir, out, steps=3, val_fraction=0, N=14, init=str(init)), progress=False)
+    ck = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    start = widen_transforms(old.state_dict(), 14)
+    assert ck["config"]["N"] == 14 and ck["model"]["g_s.2.weight"].shape == (14, 14, 5, 5)
+    # the new units' outgoing weights (zeros at first) and the new columns of g_a's last layer moved
+    assert not torch.equal(ck["model"]["g_s.4.weight"][8:], start["g_s.4.weight"][8:])
+    assert not torch.equal(ck["model"]["g_a.6.weight"][:, 8:], start["g_a.6.weight"][:, 8:])

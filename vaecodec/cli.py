@@ -361,7 +361,7 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
                    "0.5 gives every rate level about the same pull.")
 @click.option("--channels", type=(click.IntRange(1), click.IntRange(1)), default=None,
               help="N and M: channels of the transforms/z and of y (default: those of the run being resumed or "
-                   "of --init, else 128 192; an M above --init's widens y).")
+                   "of --init, else 128 192; values above --init's widen the model, keeping its function).")
 @click.option("--init", default=None, help="Start from 'shipped' or a .safetensors/.pt file (fine-tuning).")
 @click.option("--start-step", type=click.IntRange(0), default=0, show_default=True,
               help="With --init: the step count to continue from (a run moved to a new machine).")

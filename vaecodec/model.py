@@ -86,6 +86,16 @@ def add_low_levels(state: dict[str, Tensor], levels: int, *, moments: bool = Fal
     return out
 
 
+def _grow(t: Tensor, dim: int, n: int, scale: float, gen: torch.Generator) -> Tensor:
+    """``t`` grown to ``n`` along ``dim``: zeros, or random at ``scale`` times ``t``'s spread."""
+    shape = list(t.shape)
+    shape[dim] = n - shape[dim]
+    if not scale:
+        return torch.cat([t, torch.zeros(shape, dtype=t.dtype)], dim)
+    extra = torch.randn(shape, generator=gen) * (float(t.float().std()) * scale)
+    return torch.cat([t, extra.to(t.dtype)], dim)
+
+
 def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[str, Tensor]:
     """Grow y of ``state`` (a :class:`HyperpriorModel` state dict) to ``M`` channels, same function.
 
@@ -110,13 +120,7 @@ def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[st
     out = dict(state)
 
     def grow(t: Tensor, dim: int, n: int, scale: float = 0.0) -> Tensor:
-        """``t`` grown to ``n`` along ``dim``: zeros, or random at ``scale`` times ``t``'s spread."""
-        shape = list(t.shape)
-        shape[dim] = n - shape[dim]
-        if not scale:
-            return torch.cat([t, torch.zeros(shape, dtype=t.dtype)], dim)
-        extra = torch.randn(shape, generator=gen) * (float(t.float().std()) * scale)
-        return torch.cat([t, extra.to(t.dtype)], dim)
+        return _grow(t, dim, n, scale, gen)
 
     h_old, h_new = old * 3 // 2, M * 3 // 2
     # conv N -> M: new outputs small and random (tiny values that round to 0)
@@ -137,6 +141,80 @@ def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[st
     w, b = grow(out["h_s.4.weight"], 1, h_new), out["h_s.4.bias"]
     out["h_s.4.weight"] = torch.cat([grow(half, 0, M) for half in w.chunk(2, 0)])
     out["h_s.4.bias"] = torch.cat([grow(half, 0, M) for half in b.chunk(2, 0)])
+    return out
+
+
+def widen_transforms(state: dict[str, Tensor], N: int, *, seed: int = 0) -> dict[str, Tensor]:
+    """Grow the width ``N`` of ``state``'s transforms (and of z) to ``N`` channels, same function.
+
+    The companion of :func:`widen_latents`, for the hidden layers: each new unit of g_a, g_s,
+    h_a and h_s computes something (random incoming weights at the old weights' spread) and
+    is read by zero weights, so it can learn without changing the output; a GDN leaves the
+    old units' normalisation alone (new cross terms of gamma are 0). New z channels are
+    computed by tiny weights, so they quantize to 0, and are read by small random weights
+    in h_s. Their factorized prior is a copy of the most concentrated old channel's, shifted
+    to have its median at 0 (they cost almost nothing until they carry something). The
+    entropy coder's tables are dropped: ``update()`` rebuilds them.
+    """
+    old = state["g_a.0.weight"].shape[0]
+    if N < old:
+        msg = f"cannot narrow the transforms from {old} to {N} channels"
+        raise ValueError(msg)
+    if N == old:
+        return dict(state)
+    gen = torch.Generator().manual_seed(seed)
+    out = dict(state)
+
+    def grow(name: str, dim: int, scale: float = 0.0) -> None:
+        out[name] = _grow(out[name], dim, N, scale, gen)
+
+    def gdn(p: str) -> None:
+        ped = out[f"{p}.gamma_reparam.pedestal"]
+        zero = float(torch.sqrt(ped).item())
+        beta = torch.sqrt(torch.ones(N - old) + out[f"{p}.beta_reparam.pedestal"]).to(out[f"{p}.beta"].dtype)
+        out[f"{p}.beta"] = torch.cat([out[f"{p}.beta"], beta])
+        gamma = torch.full((N, N), zero, dtype=out[f"{p}.gamma"].dtype)
+        gamma[:old, :old] = out[f"{p}.gamma"]
+        idx = torch.arange(old, N)
+        gamma[idx, idx] = float(torch.sqrt(0.1 + ped).item())
+        out[f"{p}.gamma"] = gamma
+
+    # analysis: conv(3,N) GDN conv(N,N) GDN conv(N,N) GDN conv(N,M); Conv2d weights are out×in
+    grow("g_a.0.weight", 0, 1.0), grow("g_a.0.bias", 0)
+    for i in (2, 4):
+        grow(f"g_a.{i}.weight", 0, 1.0), grow(f"g_a.{i}.weight", 1), grow(f"g_a.{i}.bias", 0)
+    grow("g_a.6.weight", 1)
+    # synthesis: ConvTranspose2d weights are in×out
+    grow("g_s.0.weight", 1, 1.0), grow("g_s.0.bias", 0)
+    for i in (2, 4):
+        grow(f"g_s.{i}.weight", 1, 1.0), grow(f"g_s.{i}.weight", 0), grow(f"g_s.{i}.bias", 0)
+    grow("g_s.6.weight", 0)
+    for p in ("g_a.1", "g_a.3", "g_a.5", "g_s.1", "g_s.3", "g_s.5"):
+        gdn(p)
+    # hyper-analysis conv(M,N) conv(N,N) conv(N,N) -> z; the last one's new outputs are tiny
+    grow("h_a.0.weight", 0, 1.0), grow("h_a.0.bias", 0)
+    grow("h_a.2.weight", 0, 1.0), grow("h_a.2.weight", 1), grow("h_a.2.bias", 0)
+    grow("h_a.4.weight", 0, 0.01), grow("h_a.4.weight", 1), grow("h_a.4.bias", 0)
+    grow("h_s.0.weight", 0, 0.1)  # deconv N -> M reads the new z channels (0 for now)
+    for name in ("hyper_gain", "inv_hyper_gain"):
+        t = out[name]
+        out[name] = torch.cat([t, t.mean(1, keepdim=True).expand(-1, N - old)], 1)
+    # factorized prior of the new z channels: the most concentrated old channel, median moved to 0
+    q = out["entropy_bottleneck.quantiles"]
+    src = int((q[:, 0, 2] - q[:, 0, 0]).argmin())
+    median = q[src, 0, 1]
+    eb = "entropy_bottleneck."
+    density = [k for k in out if k.startswith((eb + "matrices.", eb + "biases.", eb + "factors."))]
+    for name in density:
+        row = out[name][src:src + 1].clone()
+        if name == eb + "biases.0":  # the first layer is softplus(matrix) @ z + bias: z -> z + median
+            slope = torch.nn.functional.softplus(out[eb + "matrices.0"][src:src + 1].float())
+            row = row + (slope * median).to(row.dtype)
+        out[name] = torch.cat([out[name], row.expand(N - old, *row.shape[1:])])
+    out[eb + "quantiles"] = torch.cat([q, (q[src:src + 1] - median).expand(N - old, -1, -1)])
+    for name in ("_offset", "_quantized_cdf", "_cdf_length"):
+        if eb + name in out:
+            out[eb + name] = out[eb + name].new_zeros(0)
     return out
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import TrainingError
-from .model import LAMBDAS, HyperpriorModel, add_low_levels, lambda_at, widen_latents
+from .model import LAMBDAS, HyperpriorModel, add_low_levels, lambda_at, widen_latents, widen_transforms
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class TrainConfig:
     clip: float = 1.0
     ema_decay: float = 0.999  # exponential moving average of the weights (0: off); validated and exported
     N: int | None = None  # channels of the transforms and z; None: those of the resumed run or of init,
-    M: int | None = None  # and of y (wider than init's widens it); else 128 and 192
+    M: int | None = None  # and of y (wider than init's widens the model); else 128 and 192
     metric: str = "mse"  # or "ms-ssim"
     level_weights: tuple[float, ...] | None = None  # sampling weight per ladder level
     level_balance: float = 0.0  # loss weight of a crop ∝ (λ/λ_mid)^-level_balance (see loss_weights)
@@ -296,6 +296,10 @@ def _channels(cfg: TrainConfig, ck: dict[str, Any] | None,
 
 def _init_weights(model: HyperpriorModel, state: dict[str, torch.Tensor], init: str) -> None:
     try:
+        if "g_a.0.weight" in state and state["g_a.0.weight"].shape[0] < model.N:
+            log.info("widening the transforms of %s from %d to %d channels", init,
+                     state["g_a.0.weight"].shape[0], model.N)
+            state = widen_transforms(state, model.N)
         if "g_a.6.weight" in state and state["g_a.6.weight"].shape[0] < model.M:
             log.info("widening y of %s from %d to %d channels", init, state["g_a.6.weight"].shape[0], model.M)
             state = widen_latents(state, model.M)
