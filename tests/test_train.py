@@ -327,6 +327,15 @@ def test_checkpoint_comparison_on_the_held_out_photos(data_dir, tmp_path, capsys
     assert "nope.pt: no such file" in capsys.readouterr().err
 
 
+def _trained_from(old: HyperpriorModel, data_dir, tmp_path, **channels) -> dict:
+    """The last checkpoint of a 3-step run started from ``old``'s weights with other ``channels``."""
+    init = tmp_path / "narrow.pt"
+    torch.save({"model": old.state_dict()}, init)
+    out = tmp_path / "run"
+    train(config(data_dir, out, steps=3, val_fraction=0, init=str(init), **channels), progress=False)
+    return torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+
+
 def test_widening_y_keeps_the_function_and_lets_the_new_channels_learn(data_dir, tmp_path):
     """--channels N M with --init weights of fewer y channels widens them (Net2Net-style)."""
     from vaecodec.model import widen_latents
@@ -349,11 +358,7 @@ def test_widening_y_keeps_the_function_and_lets_the_new_channels_learn(data_dir,
         widen_latents(wide.state_dict(), 12)
 
     # a run started from the narrower weights trains the wider model, new channels included
-    init = tmp_path / "narrow.pt"
-    torch.save({"model": old.state_dict()}, init)
-    out = tmp_path / "run"
-    train(config(data_dir, out, steps=3, val_fraction=0, M=20, init=str(init)), progress=False)
-    ck = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    ck = _trained_from(old, data_dir, tmp_path, M=20)
     start = widen_latents(old.state_dict(), 20)
     for name in ("g_a.6.weight", "g_s.0.weight", "h_s.0.weight", "h_s.4.weight"):
         assert ck["model"][name].shape == start[name].shape
@@ -400,11 +405,7 @@ def test_widening_the_transforms_keeps_the_function_and_lets_the_new_units_learn
         widen_transforms(wide.state_dict(), 8)
 
     # a run started from the narrower weights trains the wider model, new units included
-    init = tmp_path / "narrow.pt"
-    torch.save({"model": old.state_dict()}, init)
-    out = tmp_path / "run"
-    train(config(data_dir, out, steps=3, val_fraction=0, N=14, init=str(init)), progress=False)
-    ck = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    ck = _trained_from(old, data_dir, tmp_path, N=14)
     start = widen_transforms(old.state_dict(), 14)
     assert ck["config"]["N"] == 14 and ck["model"]["g_s.2.weight"].shape == (14, 14, 5, 5)
     # the new units' outgoing weights (zeros at first) and the new columns of g_a's last layer moved

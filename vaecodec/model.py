@@ -96,6 +96,15 @@ def _grow(t: Tensor, dim: int, n: int, scale: float, gen: torch.Generator) -> Te
     return torch.cat([t, extra.to(t.dtype)], dim)
 
 
+def _old_width(state: dict[str, Tensor], key: str, n: int, what: str) -> int:
+    """The width of ``state`` that ``key``'s first dimension gives; an error if ``n`` is narrower."""
+    old = state[key].shape[0]
+    if n < old:
+        msg = f"cannot narrow {what} from {old} to {n} channels"
+        raise ValueError(msg)
+    return old
+
+
 def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[str, Tensor]:
     """Grow y of ``state`` (a :class:`HyperpriorModel` state dict) to ``M`` channels, same function.
 
@@ -110,14 +119,10 @@ def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[st
     old ones. The hyper-synthesis' hidden widths (``M`` and ``3M/2``) grow alike: new units
     silent, read by random weights, or active and read by zeros.
     """
-    old = state["g_a.6.weight"].shape[0]
-    if M < old:
-        msg = f"cannot narrow y from {old} to {M} channels"
-        raise ValueError(msg)
+    old = _old_width(state, "g_a.6.weight", M, "y")
     if M == old:
         return dict(state)
-    gen = torch.Generator().manual_seed(seed)
-    out = dict(state)
+    gen, out = torch.Generator().manual_seed(seed), dict(state)
 
     def grow(t: Tensor, dim: int, n: int, scale: float = 0.0) -> Tensor:
         return _grow(t, dim, n, scale, gen)
@@ -156,14 +161,10 @@ def widen_transforms(state: dict[str, Tensor], N: int, *, seed: int = 0) -> dict
     to have its median at 0 (they cost almost nothing until they carry something). The
     entropy coder's tables are dropped: ``update()`` rebuilds them.
     """
-    old = state["g_a.0.weight"].shape[0]
-    if N < old:
-        msg = f"cannot narrow the transforms from {old} to {N} channels"
-        raise ValueError(msg)
+    old = _old_width(state, "g_a.0.weight", N, "the transforms")
     if N == old:
         return dict(state)
-    gen = torch.Generator().manual_seed(seed)
-    out = dict(state)
+    gen, out = torch.Generator().manual_seed(seed), dict(state)
 
     def grow(name: str, dim: int, scale: float = 0.0) -> None:
         out[name] = _grow(out[name], dim, N, scale, gen)
