@@ -169,16 +169,12 @@ def widen_transforms(state: dict[str, Tensor], N: int, *, seed: int = 0) -> dict
     def grow(name: str, dim: int, scale: float = 0.0) -> None:
         out[name] = _grow(out[name], dim, N, scale, gen)
 
-    def gdn(p: str) -> None:
-        ped = out[f"{p}.gamma_reparam.pedestal"]
-        zero = float(torch.sqrt(ped).item())
-        beta = torch.sqrt(torch.ones(N - old) + out[f"{p}.beta_reparam.pedestal"]).to(out[f"{p}.beta"].dtype)
-        out[f"{p}.beta"] = torch.cat([out[f"{p}.beta"], beta])
-        gamma = torch.full((N, N), zero, dtype=out[f"{p}.gamma"].dtype)
-        gamma[:old, :old] = out[f"{p}.gamma"]
-        idx = torch.arange(old, N)
-        gamma[idx, idx] = float(torch.sqrt(0.1 + ped).item())
-        out[f"{p}.gamma"] = gamma
+    def gdn(p: str) -> None:  # a fresh GDN's parameters (no cross terms), the old block kept
+        fresh = GDN(N).state_dict()
+        for name in ("beta", "gamma"):
+            t = fresh[name].to(out[f"{p}.{name}"].dtype)
+            t[(slice(0, old),) * t.dim()] = out[f"{p}.{name}"]
+            out[f"{p}.{name}"] = t
 
     # analysis: conv(3,N) GDN conv(N,N) GDN conv(N,N) GDN conv(N,M); Conv2d weights are out×in
     grow("g_a.0.weight", 0, 1.0), grow("g_a.0.bias", 0)
