@@ -19,7 +19,7 @@ from .metrics import bd_rate, bpp, ms_ssim, ms_ssim_db, overlap, psnr
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp"})
 
 #: BD-rate anchors, in table order; absent anchors are skipped.
-ANCHORS: tuple[str, ...] = ("jpeg-420", "vaecodec")
+ANCHORS: tuple[str, ...] = ("jpeg-420", "vaecodec", "vaecodec-refine")
 #: (key in a curve, label) of the quality metrics used for BD-rates.
 BD_METRICS: tuple[tuple[str, str], ...] = (("psnr", "PSNR-RGB"), ("ms_ssim_db", "MS-SSIM (dB)"))
 

@@ -289,3 +289,18 @@ def test_busy_note_prefers_the_sampled_load_over_the_lagging_load_average() -> N
     assert busy_note({"cpu_count": 2, "load_average_1_5_15min": [0.2, 0.1, 0.1]}) is None
     load = other_cpu_load(0.2)
     assert load is None or load >= 0.0
+
+
+@pytest.mark.slow
+def test_the_refine_variant_runs_only_by_name(tiny_dataset: Path, tmp_path: Path) -> None:
+    try:
+        make_codecs(["vaecodec"])
+    except Exception as exc:
+        pytest.skip(f"vaecodec codec not constructible: {exc}")
+    by_default, _ = make_codecs(None)
+    assert "vaecodec-refine" not in {c.name for c in by_default}
+    res = _run(tiny_dataset, tmp_path / "out", "vaecodec,vaecodec-refine")
+    opts = res["codecs"]["vaecodec-refine"]["options"]
+    assert opts["refine"] > 0 and res["codecs"]["vaecodec"]["options"]["refine"] == 0
+    rows = {(r["codec"], r["anchor"], r["metric"]) for r in res["bd_rate"]}
+    assert ("vaecodec-refine", "vaecodec", "psnr") in rows

@@ -237,3 +237,13 @@ def test_encode_killed_halfway_leaves_nothing(tmp_path):
     proc.wait()
     assert list(out.iterdir()) == []
     assert src.read_bytes() == before
+
+
+def test_refine_option(run, png, tmp_path, tiny_codec):
+    r = run("encode", png, "-o", tmp_path / "r.vae", "--refine", 3, "-q", 40)
+    assert r.exit_code == 0
+    rgb = np.asarray(Image.open(png).convert("RGB"))
+    assert (tmp_path / "r.vae").read_bytes() == tiny_codec.encode(rgb, quality=40, refine=3)
+    r = run("encode", png, "-o", tmp_path / "bad.vae", "--refine", -1)
+    assert r.exit_code == 2 and "--refine" in r.stderr
+    assert not (tmp_path / "bad.vae").exists()

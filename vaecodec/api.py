@@ -20,14 +20,16 @@ def _codec(model_id: str | None, device: str) -> Codec:
 
 def encode(
     image: Any, /, *, quality: float = DEFAULT_QUALITY, target_bpp: float | None = None,
-    model: str | None = None, device: str = "cpu",
+    model: str | None = None, device: str = "cpu", refine: int = 0,
 ) -> bytes:
     """Encode a PIL image, numpy array (H×W[×C] uint8) or torch tensor (C×H×W) to .vae bytes.
 
     ``quality`` runs from 0 to 100 (default 75); ``target_bpp`` instead searches the quality
-    that lands within 5 % of that many bits per pixel.
+    that lands within 5 % of that many bits per pixel. ``refine`` spends that many gradient
+    steps on the latents (slower encoding, smaller files; see :meth:`Codec.encode`).
     """
-    return _codec(model, device).encode(image, quality=quality, target_bpp=target_bpp)
+    codec = _codec(model, device)
+    return codec.encode(image, quality=quality, target_bpp=target_bpp, refine=refine)
 
 
 def decode(data: bytes, /, *, output: str = "numpy", device: str = "cpu") -> Any:

@@ -194,6 +194,9 @@ def main() -> None:
               help="0 (smallest) to 100 (best); default 75.")
 @click.option("--target-bpp", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Search the quality that gives this many bits per pixel (within 5 %).")
+@click.option("--refine", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="STEPS",
+              help="Optimize the latents for this image with STEPS gradient steps before coding: "
+                   "a slower encoder and a smaller file for the same quality. The files decode as usual.")
 @click.option("--model", "model_id", default=None, help="Model id (default: the shipped model).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="A .safetensors file from `vaecodec train`/`export` (e.g. a fine-tuned model).")
@@ -201,7 +204,8 @@ def main() -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-v", "--verbose", is_flag=True, help="Print size, bpp and time per file (stderr).")
 def encode(inputs: tuple[str, ...], output: str | None, quality: float | None, target_bpp: float | None,
-           model_id: str | None, weights: str | None, device: str, force: bool, verbose: bool) -> None:
+           refine: int, model_id: str | None, weights: str | None, device: str, force: bool,
+           verbose: bool) -> None:
     """Encode images (PNG, JPEG, WebP, TIFF, BMP, PPM, ...) to .vae files."""
     if quality is not None and target_bpp is not None:
         msg = "give either --quality or --target-bpp, not both"
@@ -215,7 +219,7 @@ def encode(inputs: tuple[str, ...], output: str | None, quality: float | None, t
         t0 = time.perf_counter()
         planes = open_image(src, read_input(src) if src == STDIO else None)
         q = DEFAULT_QUALITY if quality is None else quality
-        data = codec.encode(planes, quality=q, target_bpp=target_bpp)
+        data = codec.encode(planes, quality=q, target_bpp=target_bpp, refine=refine)
         write_output(dst, lambda f: f.write(data), force=force, inputs=list(inputs))
         if verbose:
             h = container.read_header(data)

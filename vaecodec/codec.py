@@ -10,6 +10,7 @@ producing garbage.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import zlib
@@ -44,11 +45,20 @@ TILE_LATENTS = 48
 TILE_MARGIN = 3
 #: The exact entropy parameters are computed in tiles of this many y latents per side.
 EXACT_TILE = 64
+#: Most refinement steps an encode accepts (each costs about three synthesis passes).
+MAX_REFINE = 1000  # the CLI's --refine range repeats it (the CLI does not import torch)
 
 
 def quality_to_level(quality: float, levels: int) -> float:
     """Map the user's 0..100 quality onto the continuous gain ladder 0..levels-1."""
     return float(quality) / 100.0 * (levels - 1)
+
+
+def _check_refine(steps: int) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= MAX_REFINE:
+        msg = f"refine must be a whole number of steps from 0 to {MAX_REFINE}, got {steps!r}"
+        raise ValueError(msg)
+    return int(steps)
 
 
 def _tiles(h: int, w: int, t: int, m: int) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
@@ -153,9 +163,8 @@ class Codec:
         self.exact = ExactEntropyParameters.from_model(model)
         self.deterministic = deterministic
         self._synthesis_dtype = torch.float64 if deterministic else torch.float32
+        self._refine_model: HyperpriorModel | None = None
         if deterministic:
-            import copy
-
             self._g_s = copy.deepcopy(model.g_s).to(self.device, torch.float64)
         else:
             self._g_s = model.g_s
@@ -300,25 +309,34 @@ class Codec:
 
     def encode(
         self, img: Any, *, quality: float = DEFAULT_QUALITY, target_bpp: float | None = None,
-        stats: dict[str, float] | None = None,
+        stats: dict[str, float] | None = None, refine: int = 0,
     ) -> bytes:
         """Encode one image (PIL image, numpy array or torch tensor) to .vae bytes.
 
         Args:
             quality: 0..100; more quality means more bits and higher PSNR.
             target_bpp: search the quality so the file lands within 5 % of this many bits
-                per pixel (whole file); overrides ``quality``.
+                per pixel (whole file); overrides ``quality``. Every probe is refined too.
             stats: if a dict, filled with seconds per stage.
+            refine: gradient steps that optimize the latents for this image before coding
+                (:mod:`vaecodec.refine`): a slower encoder, and a lower rate–distortion cost
+                from the same decoder. 0 (default) codes the analysis transform's latents.
         """
         planes = image.to_planes(img)
+        refine = _check_refine(refine)
         if target_bpp is not None:
-            return self._encode_target(planes, float(target_bpp), stats)
-        return self._encode_planes([planes], _check_quality(quality), stats)[0]
+            return self._encode_target(planes, float(target_bpp), stats, refine)
+        return self._encode_planes([planes], _check_quality(quality), stats, refine)[0]
 
     def encode_batch(
-        self, images: Sequence[Any], *, quality: float = DEFAULT_QUALITY, stats: dict[str, float] | None = None
+        self, images: Sequence[Any], *, quality: float = DEFAULT_QUALITY,
+        stats: dict[str, float] | None = None, refine: int = 0,
     ) -> list[bytes]:
-        """Encode same-size images with one network pass; returns one self-contained file each."""
+        """Encode same-size images with one network pass; returns one self-contained file each.
+
+        ``refine`` is as in :meth:`encode` (each image is refined on its own).
+        """
+        refine = _check_refine(refine)
         planes = [image.to_planes(im, what=f"image {i}") for i, im in enumerate(images)]
         if not planes:
             return []
@@ -326,16 +344,32 @@ class Codec:
         if len(sizes) > 1:
             msg = f"encode_batch needs images of one size, got {sorted(sizes)}; group them by size"
             raise ValueError(msg)
-        return self._encode_planes(planes, _check_quality(quality), stats)
+        return self._encode_planes(planes, _check_quality(quality), stats, refine)
 
-    def _encode_planes(self, planes: list[image.Planes], quality: float, stats: dict[str, float] | None) -> list[bytes]:
+    def _encode_planes(
+        self, planes: list[image.Planes], quality: float, stats: dict[str, float] | None, refine: int = 0
+    ) -> list[bytes]:
         timer = _Timer(stats, self.device)
         t = time.perf_counter()
         rgb = np.stack([p.rgb for p in planes])
         step = self._images_per_pass(len(planes))
         y = torch.cat([self._analysis(rgb[i : i + step], quality) for i in range(0, len(planes), step)])
         timer("analysis", t)
+        if refine:
+            t = time.perf_counter()
+            y = torch.cat([self._refine(p.rgb, y[i : i + 1], quality, refine) for i, p in enumerate(planes)])
+            timer("refine", t)
         return [self._finish(p, y[i : i + 1], quality, timer) for i, p in enumerate(planes)]
+
+    def _refine(self, rgb: np.ndarray, y: torch.Tensor, quality: float, steps: int) -> torch.Tensor:
+        from .refine import refine_latents
+
+        if self._refine_model is None:
+            # the codec keeps h_s and the priors on the CPU; refinement wants the whole model on one device
+            on_cpu = self.device.type == "cpu"
+            self._refine_model = self.model if on_cpu else copy.deepcopy(self.model).to(self.device)
+        level = quality_to_level(quality, self.model.levels)
+        return refine_latents(self._refine_model, y, rgb, level, steps, device=self.device)
 
     def _finish(self, p: image.Planes, y: torch.Tensor, quality: float, timer: _Timer) -> bytes:
         z_bytes, y_streams, crc = self._code(y, quality, timer)
@@ -349,7 +383,9 @@ class Codec:
         timer("container", t)
         return out
 
-    def _encode_target(self, p: image.Planes, target: float, stats: dict[str, float] | None) -> bytes:
+    def _encode_target(
+        self, p: image.Planes, target: float, stats: dict[str, float] | None, refine: int
+    ) -> bytes:
         """Bisection on quality over the real file size (y is analysed once per probe)."""
         if not target > 0 or math.isinf(target):
             msg = f"target bpp must be a positive number, got {target}"
@@ -360,7 +396,7 @@ class Codec:
         def probe(q: float) -> float:
             q = _check_quality(q)
             if q not in cache:
-                cache[q] = self._encode_planes([p], q, stats)[0]
+                cache[q] = self._encode_planes([p], q, stats, refine)[0]
             return 8 * len(cache[q]) / pixels
 
         lo, hi = QUALITY_RANGE
