@@ -261,12 +261,17 @@ def test_a_failed_run_leaves_the_previous_results_whole(tiny_dataset: Path, tmp_
     assert not (tmp_path / ".out.partial").exists()  # no staging folder left behind
 
 
-@pytest.mark.slow
-def test_end_to_end_rd_run_with_vaecodec(tiny_dataset: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def needs_vaecodec() -> None:
     try:
         make_codecs(["vaecodec"])
     except Exception as exc:
         pytest.skip(f"vaecodec codec not constructible: {exc}")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("needs_vaecodec")
+def test_end_to_end_rd_run_with_vaecodec(tiny_dataset: Path, tmp_path: Path) -> None:
     res = _run(tiny_dataset, tmp_path / "out", "vaecodec,jpeg-420")
     assert {p["codec"] for p in res["points"]} == {"vaecodec", "jpeg-420"}
     assert res["codecs"]["vaecodec"]["options"]["model_id"]
@@ -292,11 +297,8 @@ def test_busy_note_prefers_the_sampled_load_over_the_lagging_load_average() -> N
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("needs_vaecodec")
 def test_the_refine_variant_runs_only_by_name(tiny_dataset: Path, tmp_path: Path) -> None:
-    try:
-        make_codecs(["vaecodec"])
-    except Exception as exc:
-        pytest.skip(f"vaecodec codec not constructible: {exc}")
     by_default, _ = make_codecs(None)
     assert "vaecodec-refine" not in {c.name for c in by_default}
     res = _run(tiny_dataset, tmp_path / "out", "vaecodec,vaecodec-refine")
