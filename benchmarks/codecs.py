@@ -118,7 +118,7 @@ class ImagecodecsCodec:
 
 
 #: Refinement steps of the ``vaecodec-refine`` variant (``vaecodec encode --refine``).
-REFINE_STEPS = 20
+REFINE_STEPS = 10
 
 
 class VaecodecCodec:
@@ -144,7 +144,7 @@ class VaecodecCodec:
         self.refine = refine
         self.name = "vaecodec-refine" if refine else "vaecodec"
         self.label = f"vaecodec, refine {refine}" if refine else "vaecodec"
-        step = 20 if refine else 10
+        step = 25 if refine else 10
         self.grid: tuple[float, ...] = tuple(float(q) for q in range(0, 101, step))
         self.codec = vaecodec.Codec(device=device)
         self._model_id: str | None = None
