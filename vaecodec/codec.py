@@ -355,11 +355,18 @@ class Codec:
         step = self._images_per_pass(len(planes))
         y = torch.cat([self._analysis(rgb[i : i + step], quality) for i in range(0, len(planes), step)])
         timer("analysis", t)
-        if refine:
+        if not refine:
+            return [self._finish(p, y[i : i + 1], quality, timer) for i, p in enumerate(planes)]
+        out = []
+        for i, p in enumerate(planes):
             t = time.perf_counter()
-            y = torch.cat([self._refine(p.rgb, y[i : i + 1], quality, refine) for i, p in enumerate(planes)])
+            refined = self._refine(p.rgb, y[i : i + 1], quality, refine)
             timer("refine", t)
-        return [self._finish(p, y[i : i + 1], quality, timer) for i, p in enumerate(planes)]
+            try:
+                out.append(self._finish(p, refined, quality, timer))
+            except VaecodecError:  # refined latents beyond the coder's tables: code the analysis's y
+                out.append(self._finish(p, y[i : i + 1], quality, timer))
+        return out
 
     def _refine(self, rgb: np.ndarray, y: torch.Tensor, quality: float, steps: int) -> torch.Tensor:
         from .refine import refine_latents
