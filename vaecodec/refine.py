@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .codec import LATENT_STRIDE as STRIDE
+from .codec import _tiles
 from .model import HyperpriorModel, lambda_at, ste_round
 
 #: Adam's initial step on the (gained) latents. Chosen with msh@11 on three held-out training
@@ -44,7 +46,6 @@ REFINE_LR = 0.005
 #: the hyper-analysis's stride, so the tile's z grid lines up with the image's).
 TILE = 48
 MARGIN = 4
-STRIDE = 16
 
 
 def refine_latents(
@@ -72,28 +73,24 @@ def refine_latents(
     h, w = rgb.shape[:2]
     _, _, hy, wy = y.shape
     y = y.clone()
-    for r0 in range(0, hy, TILE):
-        for c0 in range(0, wy, TILE):
-            r1, c1 = min(hy, r0 + TILE), min(wy, c0 + TILE)
-            a0, a1 = max(0, r0 - MARGIN), min(hy, r1 + MARGIN)
-            b0, b1 = max(0, c0 - MARGIN), min(wy, c1 + MARGIN)
-            # the tile's real pixels, relative to the window's origin
-            pr0, pr1 = (r0 - a0) * STRIDE, min(h - a0 * STRIDE, (r1 - a0) * STRIDE)
-            pc0, pc1 = (c0 - b0) * STRIDE, min(w - b0 * STRIDE, (c1 - b0) * STRIDE)
-            if pr1 <= pr0 or pc1 <= pc0:
-                continue
-            target = torch.from_numpy(
-                np.array(rgb[a0 * STRIDE + pr0 : a0 * STRIDE + pr1, b0 * STRIDE + pc0 : b0 * STRIDE + pc1])
-            ).to(device).permute(2, 0, 1)[None].float().div_(255)
-            window = y[..., a0:a1, b0:b1].to(device)
-            core = torch.zeros_like(window[:, :1])
-            core[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0] = 1
-            gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + r0 * 4096 + c0)
-            refined = _refine_window(
-                model, window, core, target, (pr0, pr1, pc0, pc1), lam, (ig, hg, ihg), medians, steps, lr,
-                gen, pixels=(pr1 - pr0) * (pc1 - pc0),
-            )
-            y[..., r0:r1, c0:c1] = refined[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0].float().cpu()
+    for (r0, r1, c0, c1), (a0, a1, b0, b1) in _tiles(hy, wy, TILE, MARGIN):
+        # the tile's real pixels, relative to the window's origin
+        pr0, pr1 = (r0 - a0) * STRIDE, min(h - a0 * STRIDE, (r1 - a0) * STRIDE)
+        pc0, pc1 = (c0 - b0) * STRIDE, min(w - b0 * STRIDE, (c1 - b0) * STRIDE)
+        if pr1 <= pr0 or pc1 <= pc0:
+            continue
+        target = torch.from_numpy(
+            np.array(rgb[r0 * STRIDE : min(h, r1 * STRIDE), c0 * STRIDE : min(w, c1 * STRIDE)])
+        ).to(device).permute(2, 0, 1)[None].float().div_(255)
+        window = y[..., a0:a1, b0:b1].to(device)
+        core = torch.zeros_like(window[:, :1])
+        core[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0] = 1
+        gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + r0 * 4096 + c0)
+        refined = _refine_window(
+            model, window, core, target, (pr0, pr1, pc0, pc1), lam, (ig, hg, ihg), medians, steps, lr,
+            gen, pixels=(pr1 - pr0) * (pc1 - pc0),
+        )
+        y[..., r0:r1, c0:c1] = refined[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0].float().cpu()
     return y
 
 
