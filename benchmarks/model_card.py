@@ -1,7 +1,7 @@
 """The model card ``assets/MODEL.md`` of the shipped weights (issue 3, item 3).
 
 ``python -m benchmarks.model_card --log RUN/log.jsonl --results benchmarks/results/kodak
---weights vaecodec/weights/msh-13.safetensors --out assets/
+--weights vaecodec/weights/msh-N.safetensors --out assets/
 --notes assets/model-card-notes.json`` writes into ``--out``:
 
 * ``training-log.jsonl``: a compact copy of the training log (every validation record, train
