@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from vaecodec.export import model_from_checkpoint
+from vaecodec.model import fast_bf16
 from vaecodec.train import list_images, load_rgb, split_train_val, validate
 
 from .codecs import baseline_codecs
@@ -80,13 +81,18 @@ def compare(paths: list[Path], images: list[np.ndarray], *, averaged: bool = Tru
     return out
 
 
+def _bf16(precision: str) -> bool:
+    return precision == "bf16" or (precision == "auto" and fast_bf16("cpu"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.checkpoints", description=__doc__.split("\n")[0])
     ap.add_argument("checkpoints", nargs="+", type=Path, help="last.pt / best.pt / .safetensors files")
     ap.add_argument("--data", required=True, help="the training folder the runs used")
     ap.add_argument("--val-fraction", type=float, default=0.03, help="as given to vaecodec train")
     ap.add_argument("--raw", action="store_true", help="the live weights instead of their moving average")
-    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast (training validates with it)")
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="bf16 autocast or float32 (auto: bf16 where the CPU runs it fast, as training does)")
     ap.add_argument("--json", type=Path, help="also write the records here")
     args = ap.parse_args(argv)
     for p in args.checkpoints:
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.data}: no held-out photos at --val-fraction {args.val_fraction}", file=sys.stderr)
         return 1
     images = [load_rgb(p) for p in held]
-    recs = compare(args.checkpoints, images, averaged=not args.raw, autocast=not args.fp32)
+    recs = compare(args.checkpoints, images, averaged=not args.raw, autocast=_bf16(args.precision))
     print(f"{len(images)} held-out photos of {args.data}; {'live' if args.raw else 'averaged'} weights")
     print(f"{'checkpoint':40s} {'step':>7s} {'score':>7s} {'BD vs JPEG':>11s}  bpp/PSNR per level")
     for r in recs:

@@ -639,7 +639,8 @@ def _setup_rows(facts: dict[str, Any], ckpt: dict[str, Any] | None,
     row("learning rate", "lr", lr, "log + checkpoint" if cfg else "log")
     prec = None
     if cfg:
-        prec = {"auto": "auto: bf16 autocast on CPU (entropy models in float32), fp16 AMP on CUDA",
+        prec = {"auto": "auto: bf16 autocast on CPUs with fast bf16 (entropy models in float32), "
+                        "float32 on other CPUs, fp16 AMP on CUDA",
                 "bf16": "bf16 autocast (entropy models in float32)",
                 "fp32": "float32"}.get(cfg.get("precision"), cfg.get("precision"))
     row("precision", "precision", prec, "checkpoint")

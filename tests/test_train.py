@@ -205,6 +205,64 @@ def test_fine_tune_interrupted_in_its_warm_up_resumes_the_warm_up(data_dir, tmp_
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    ea, eb = (torch.load(tmp_path / r / "last.pt", weights_only=False)["ema"] for r in ("straight", "split"))
+    for k in ea:
+        assert torch.equal(ea[k], eb[k]), k
+
+
+def test_fine_tune_keeps_averaging_from_the_init_weights_through_the_warm_up(data_dir, tmp_path):
+    """From --init the moving average starts at the trained weights and keeps averaging while the fresh
+    optimizer warms up; from scratch it follows the live weights until the warm-up ends. (Following them
+    from --init threw the trained average away: session 15's fine-tune lost 0.024 of validation objective
+    in its warm-up.)"""
+    old = HyperpriorModel(8, 12)
+    init = tmp_path / "init.pt"
+    torch.save({"model": old.state_dict()}, init)
+    params = [k for k, _ in old.named_parameters()]
+    kw = dict(steps=2, val_fraction=0, lr_warmup=10, ema_decay=0.5)
+    train(config(data_dir, tmp_path / "scratch", **kw), progress=False)
+    ck = torch.load(tmp_path / "scratch" / "last.pt", weights_only=False)
+    assert all(torch.equal(ck["ema"][k], ck["model"][k]) for k in params)
+    train(config(data_dir, tmp_path / "ft", init=str(init), **kw), progress=False)
+    ck = torch.load(tmp_path / "ft" / "last.pt", weights_only=False)
+    train(config(data_dir, tmp_path / "ft1", init=str(init), **{**kw, "steps": 1}), progress=False)
+    k = "g_a.0.weight"
+    w1 = torch.load(tmp_path / "ft1" / "last.pt", weights_only=False)["model"][k]
+    start, ema, w2 = old.state_dict()[k], ck["ema"][k], ck["model"][k]
+    assert not torch.equal(ema, w2)
+    # two steps at decay 0.5: a quarter of the average is still the init weights
+    assert torch.allclose(ema, 0.25 * start + 0.25 * w1 + 0.5 * w2, atol=1e-6)
+
+
+def test_auto_precision_is_float32_on_a_cpu_without_fast_bf16(data_dir, tmp_path, monkeypatch, caplog):
+    import vaecodec.train as vt
+
+    monkeypatch.setattr(vt, "fast_bf16", lambda device: False)
+    with caplog.at_level("INFO", logger=vt.log.name):
+        train(config(data_dir, tmp_path, steps=1, val_fraction=0), progress=False)
+    assert "precision: fp32" in caplog.text
+    monkeypatch.setattr(vt, "fast_bf16", lambda device: True)
+    with caplog.at_level("INFO", logger=vt.log.name):
+        train(config(data_dir, tmp_path / "b", steps=1, val_fraction=0), progress=False)
+    assert "precision: bf16" in caplog.text
+
+
+def test_fast_bf16_asks_onednn_and_falls_back_on_the_cpu_capability(monkeypatch):
+    from vaecodec.model import fast_bf16
+
+    assert fast_bf16("cuda") and not fast_bf16("meta")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)
+    assert not fast_bf16("cpu")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    assert fast_bf16("cpu")
+
+    def gone():
+        raise AttributeError("_is_mkldnn_bf16_supported")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", gone, raising=False)
+    for cap, fast in (("AVX2", False), ("AVX512", True), ("DEFAULT", False)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda cap=cap: cap)
+        assert fast_bf16("cpu") is fast
 
 
 def test_missing_data_folder_is_a_training_error(tmp_path):

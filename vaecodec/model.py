@@ -50,6 +50,22 @@ LAMBDAS: tuple[float, ...] = (0.0006, 0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.
 LEVEL_PARAMS = ("gain", "inv_gain", "hyper_gain", "inv_hyper_gain")
 
 
+def fast_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether bf16 autocast speeds up the transforms on ``device``.
+
+    On CUDA, and on CPUs with AVX-512 (oneDNN's bf16 kernels), it does: a training step of 8 crops of
+    256×256 ran 2.6× faster than in float32 on a Zen 4 core pair. On an AVX2-only CPU (Zen 3) the same step
+    took 28 s in bf16 against 3.5 s in float32, so there float32 is the fast path.
+    """
+    device = torch.device(device)
+    if device.type != "cpu":
+        return device.type == "cuda"
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # private API: fall back on the dispatch level
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def lambda_at(level: Tensor) -> Tensor:
     """λ for a continuous level in ``[0, len(LAMBDAS) - 1]`` (log-linear interpolation)."""
     log_l = torch.tensor([math.log(v) for v in LAMBDAS], device=level.device)

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import TrainingError
-from .model import LAMBDAS, HyperpriorModel, add_low_levels, lambda_at, widen_latents, widen_transforms
+from .model import (LAMBDAS, HyperpriorModel, add_low_levels, fast_bf16, lambda_at, widen_latents,
+                    widen_transforms)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class TrainConfig:
     checkpoint_every_s: float = 300.0
     log_every: int = 25
     seed: int = 0
-    precision: str = "auto"  # "bf16", "fp32" or "auto" (bf16 on CPU, fp16 AMP on CUDA)
+    precision: str = "auto"  # "bf16", "fp32" or "auto" (fp16 AMP on CUDA; bf16 on CPUs where fast_bf16)
     init: str | None = None  # path to a .safetensors / checkpoint, or "shipped"
     start_step: int = 0  # with init: count steps from here (continuing a run on a new machine)
     start_seconds: float = 0.0  # with init: training seconds already spent (for the log)
@@ -383,7 +384,9 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
 
     precision = cfg.precision
     if precision == "auto":
-        precision = "bf16" if device.type == "cpu" else "fp16"
+        precision = ("bf16" if fast_bf16(device) else "fp32") if device.type == "cpu" else "fp16"
+        if main:
+            log.info("precision: %s", precision)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
     files = list_images(cfg.data)
@@ -438,6 +441,10 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
         _init_weights(model, init_state, cfg.init)
         step, elapsed0 = cfg.start_step, cfg.start_seconds
         warm_start = step
+    # A moving average that starts from trained weights (--init, or a resumed run whose optimizer restarted)
+    # keeps averaging through the warm-up; from scratch it follows the live weights until the warm-up ends.
+    ema_in_warmup = init_state is not None or warm_start > 0
+    ema_in_warmup = ema_in_warmup or bool(ck is not None and ck.get("ema_in_warmup"))
     model.train()
     if cfg.ema_decay and ema is None:
         ema = copy.deepcopy(model)
@@ -466,7 +473,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
                 **({"ema": ema.state_dict()} if ema is not None else {}),
                 "lambdas": _ladder(model),
                 "best": best, "elapsed": elapsed0 + time.time() - t_start, "config": dataclasses.asdict(cfg),
-                "world": world, "warm_start": warm_start, **{f"rng{r}": s for r, s in enumerate(states)},
+                "world": world, "warm_start": warm_start,
+                "ema_in_warmup": ema_in_warmup, **{f"rng{r}": s for r, s in enumerate(states)},
             }
             _atomic_save(ck, path)
 
@@ -506,8 +514,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
             scaler.update()
             step += 1
             if ema is not None:
-                # no averaging over the warm-up of a fresh optimizer: the weights move fast there
-                d = 0.0 if step - warm_start < cfg.lr_warmup else cfg.ema_decay
+                # from scratch, no averaging over the warm-up: the weights move fast there
+                d = 0.0 if step - warm_start < cfg.lr_warmup and not ema_in_warmup else cfg.ema_decay
                 torch._foreach_lerp_(ema_params, live_params, 1.0 - d)
             for k, v in (("loss", r["loss"]), ("bpp", r["bpp"]), ("psnr", r["psnr"]), ("aux", aux), ("gnorm", gnorm)):
                 v = v.detach()
