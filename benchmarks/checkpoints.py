@@ -31,8 +31,7 @@ import numpy as np
 import torch
 
 from vaecodec.export import model_from_checkpoint
-from vaecodec.model import fast_bf16
-from vaecodec.train import list_images, load_rgb, split_train_val, validate
+from vaecodec.train import list_images, load_rgb, resolve_precision, split_train_val, validate
 
 from .codecs import baseline_codecs
 from .metrics import bd_rate, bpp, psnr
@@ -81,10 +80,6 @@ def compare(paths: list[Path], images: list[np.ndarray], *, averaged: bool = Tru
     return out
 
 
-def _bf16(precision: str) -> bool:
-    return precision == "bf16" or (precision == "auto" and fast_bf16("cpu"))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.checkpoints", description=__doc__.split("\n")[0])
     ap.add_argument("checkpoints", nargs="+", type=Path, help="last.pt / best.pt / .safetensors files")
@@ -104,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.data}: no held-out photos at --val-fraction {args.val_fraction}", file=sys.stderr)
         return 1
     images = [load_rgb(p) for p in held]
-    recs = compare(args.checkpoints, images, averaged=not args.raw, autocast=_bf16(args.precision))
+    bf16 = resolve_precision(args.precision, torch.device("cpu")) == "bf16"
+    recs = compare(args.checkpoints, images, averaged=not args.raw, autocast=bf16)
     print(f"{len(images)} held-out photos of {args.data}; {'live' if args.raw else 'averaged'} weights")
     print(f"{'checkpoint':40s} {'step':>7s} {'score':>7s} {'BD vs JPEG':>11s}  bpp/PSNR per level")
     for r in recs:

@@ -193,6 +193,15 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` made concrete: fp16 AMP on CUDA, bf16 on CPUs where it is fast (``fast_bf16``), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type != "cpu":
+        return "fp16"
+    return "bf16" if fast_bf16(device) else "fp32"
+
+
 def _lr_at(cfg: TrainConfig, step: int, warm_start: int = 0) -> float:
     """Warm-up over ``lr_warmup`` steps of a fresh optimizer, then constant, then optional cosine decay."""
     if step - warm_start < cfg.lr_warmup:
@@ -382,11 +391,9 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    precision = cfg.precision
-    if precision == "auto":
-        precision = ("bf16" if fast_bf16(device) else "fp32") if device.type == "cpu" else "fp16"
-        if main:
-            log.info("precision: %s", precision)
+    precision = resolve_precision(cfg.precision, device)
+    if main and cfg.precision == "auto":
+        log.info("precision: %s", precision)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
     files = list_images(cfg.data)
