@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import natural_like
 from vaecodec import codec as codec_mod
-from vaecodec import container
+from vaecodec import container, latent_coding
 from vaecodec.codec import Codec
 from vaecodec.errors import DesyncError, FormatError, ModelMismatchError, VaecodecError
 
@@ -117,7 +117,7 @@ def test_index_crc_mismatch_raises_desync(tiny_codec):
 
 
 def test_large_images_split_y_into_bands(tiny_codec, monkeypatch):
-    monkeypatch.setattr(codec_mod, "Y_CHUNK_SYMBOLS", 24 * 4 * 3)  # 3 latent rows per band at 64 px wide
+    monkeypatch.setattr(latent_coding, "Y_CHUNK_SYMBOLS", 24 * 4 * 3)  # 3 latent rows per band at 64 px wide
     a = natural_like(300, 64)
     data = tiny_codec.encode(a, quality=20)
     vf = container.unpack(data)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,17 +22,14 @@ import torch
 
 from . import container, image
 from .container import Header, VaeFile
-from .entropy import TableCoder
-from .errors import DesyncError, FormatError, ModelMismatchError, VaecodecError
-from .exact import ExactEntropyParameters
-from .model import HyperpriorModel
+from .errors import ModelMismatchError, VaecodecError
+from .latent_coding import Y_CHUNK_SYMBOLS, band_rows, coder_for  # noqa: F401 (re-exported)
+from .model import HyperpriorModel, arch_of, build_model
+from .tiling import tiles
 from .weights import ModelSpec, get_spec, load_state_dict, spec_from_file
 
 DEFAULT_QUALITY = 75.0
 QUALITY_RANGE = (0.0, 100.0)
-#: Latent symbols per rANS stream; larger images split y into row bands of about this size,
-#: which bounds the coder's memory. Part of the format (the band height is derived from it).
-Y_CHUNK_SYMBOLS = 1 << 20
 TARGET_BPP_TOLERANCE = 0.05
 #: Pixels per latent (y) element along each axis.
 LATENT_STRIDE = 16
@@ -43,8 +39,6 @@ LATENT_STRIDE = 16
 #: margin, so tiles differ from a whole-image pass only by float rounding (see the tests).
 TILE_LATENTS = 48
 TILE_MARGIN = 3
-#: The exact entropy parameters are computed in tiles of this many y latents per side.
-EXACT_TILE = 64
 #: Most refinement steps an encode accepts (each costs about three synthesis passes).
 MAX_REFINE = 1000  # the CLI's --refine range repeats it (the CLI does not import torch)
 
@@ -59,21 +53,6 @@ def _check_refine(steps: int) -> int:
         msg = f"refine must be a whole number of steps from 0 to {MAX_REFINE}, got {steps!r}"
         raise ValueError(msg)
     return int(steps)
-
-
-def _tiles(h: int, w: int, t: int, m: int) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
-    """Tiles of a h×w latent grid: ((r0, r1, c0, c1) kept, (a0, a1, b0, b1) computed with margin)."""
-    out = []
-    for r0 in range(0, h, t):
-        for c0 in range(0, w, t):
-            r1, c1 = min(r0 + t, h), min(c0 + t, w)
-            out.append(((r0, r1, c0, c1), (max(0, r0 - m), min(h, r1 + m), max(0, c0 - m), min(w, c1 + m))))
-    return out
-
-
-def band_rows(latent_width: int, channels: int) -> int:
-    """Latent rows per y stream (see :data:`Y_CHUNK_SYMBOLS`)."""
-    return max(1, Y_CHUNK_SYMBOLS // (channels * latent_width))
 
 
 def _check_quality(quality: float) -> float:
@@ -120,7 +99,7 @@ class Codec:
         from pathlib import Path
 
         spec = spec_from_file(Path(weights)) if weights else get_spec(model_id)
-        model = HyperpriorModel(spec.N, spec.M, spec.levels)
+        model = build_model(spec.arch, spec.N, spec.M, spec.levels)
         state = load_state_dict(spec.path, sha256=spec.sha256)
         try:
             model.load_state_dict(state)
@@ -139,7 +118,7 @@ class Codec:
         """Wrap an in-memory model (tests, research). Its entropy tables must be ``update()``d."""
         self = cls.__new__(cls)
         spec = ModelSpec(model_id=model_id, filename="", sha256=tag.hex() + "0" * 56, N=model.N, M=model.M,
-                         levels=model.levels)
+                         levels=model.levels, arch=arch_of(model))
         self._setup(model, spec, device, deterministic)
         return self
 
@@ -156,11 +135,7 @@ class Codec:
         for name in ("g_a", "h_a", "g_s"):
             getattr(model, name).to(self.device)
         self.factor = model.downsampling_factor
-        eb, gc = model.entropy_bottleneck, model.gaussian_conditional
-        self._medians = eb._get_medians().detach().reshape(1, -1, 1, 1).float().cpu()
-        self._z_coder = TableCoder(eb._quantized_cdf, eb._cdf_length, eb._offset)
-        self._y_coder = TableCoder(gc._quantized_cdf, gc._cdf_length, gc._offset)
-        self.exact = ExactEntropyParameters.from_model(model)
+        self.coder = coder_for(model, self.device)
         self.deterministic = deterministic
         self._synthesis_dtype = torch.float64 if deterministic else torch.float32
         self._refine_model: HyperpriorModel | None = None
@@ -195,7 +170,7 @@ class Codec:
         hy, wy = -(-h // f) * (f // s), -(-w // f) * (f // s)
         g = self.model.gains(self._levels(quality, n))[0].to(self.device)
         y = torch.empty(n, self.spec.M, hy, wy)
-        for (r0, r1, c0, c1), (a0, a1, b0, b1) in _tiles(hy, wy, TILE_LATENTS, TILE_MARGIN):
+        for (r0, r1, c0, c1), (a0, a1, b0, b1) in tiles(hy, wy, TILE_LATENTS, TILE_MARGIN):
             # pixels of the tile with its margin, edge-replicated past the image (= the padding)
             rows = np.clip(np.arange(a0 * s, a1 * s), 0, h - 1)
             cols = np.clip(np.arange(b0 * s, b1 * s), 0, w - 1)
@@ -205,30 +180,6 @@ class Codec:
             y[..., r0:r1, c0:c1] = out[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
         return y
 
-    def _entropy_params(self, z_symbols: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """z symbols (1×N×h×w) → (table indexes uint8, means, CRC32 of the indexes), exactly.
-
-        Integer arithmetic (:mod:`vaecodec.exact`) in tiles of EXACT_TILE latents, each with the
-        z context it needs, so the result is the same on any machine, device and tiling.
-        """
-        _, _, hz, wz = z_symbols.shape
-        up = self.exact.upsampling
-        hy, wy = hz * up, wz * up
-        level = quality_to_level(quality, self.model.levels)
-        indexes = torch.empty(1, self.spec.M, hy, wy, dtype=torch.uint8)
-        means = torch.empty(1, self.spec.M, hy, wy, dtype=torch.float32)
-        for r0 in range(0, hy, EXACT_TILE):
-            r1 = min(hy, r0 + EXACT_TILE)
-            z0, z1, ro = self.exact.z_window(r0, r1, hz)
-            for c0 in range(0, wy, EXACT_TILE):
-                c1 = min(wy, c0 + EXACT_TILE)
-                w0, w1, co = self.exact.z_window(c0, c1, wz)
-                idx, mu = self.exact(z_symbols[..., z0:z1, w0:w1], level)
-                indexes[..., r0:r1, c0:c1] = idx[..., ro : ro + r1 - r0, co : co + c1 - c0]
-                means[..., r0:r1, c0:c1] = mu[..., ro : ro + r1 - r0, co : co + c1 - c0]
-        crc = zlib.crc32(indexes.numpy().tobytes())
-        return indexes, means, crc
-
     @torch.inference_mode()
     def _synthesis(self, y_hat: torch.Tensor, quality: float, h: int, w: int) -> np.ndarray:
         """B×M×h×w → B×H×W×3 uint8 (cropped to the original size), tile by tile."""
@@ -236,7 +187,7 @@ class Codec:
         s = LATENT_STRIDE
         ig = self.model.gains(self._levels(quality, n))[1].to(self.device)
         out = np.empty((n, h, w, 3), dtype=np.uint8)
-        for (r0, r1, c0, c1), (a0, a1, b0, b1) in _tiles(hy, wy, TILE_LATENTS, TILE_MARGIN):
+        for (r0, r1, c0, c1), (a0, a1, b0, b1) in tiles(hy, wy, TILE_LATENTS, TILE_MARGIN):
             x = self._g_s((y_hat[..., a0:a1, b0:b1].to(self.device) * ig).to(self._synthesis_dtype))
             x = x[..., (r0 - a0) * s : (r1 - a0) * s, (c0 - b0) * s : (c1 - b0) * s]
             x = x[..., : max(0, min(h, r1 * s) - r0 * s), : max(0, min(w, c1 * s) - c0 * s)]
@@ -248,62 +199,15 @@ class Codec:
 
     # ------------------------------------------------------------------ entropy coding
 
-    def _z_indexes(self, shape: tuple[int, ...]) -> np.ndarray:
-        """Table index of every z element: its channel."""
-        n, h, w = shape[-3:]
-        return np.broadcast_to(np.arange(n, dtype=np.int32)[:, None, None], (n, h, w))
-
-    @torch.inference_mode()
     def _code(self, y: torch.Tensor, quality: float, timer: _Timer) -> tuple[bytes, list[bytes], int]:
-        """One image's y (1×M×h×w) → z stream, y streams (row bands), index CRC."""
-        t = time.perf_counter()
-        hg = self.model.gains(self._levels(quality, 1))[2]
-        z = self.model.h_a(y.to(self.device)).float().cpu() * hg
-        z_symbols = torch.round(z - self._medians).to(torch.int32)
-        t = timer("hyper", t)
-        z_bytes = self._z_coder.encode(z_symbols.numpy(), self._z_indexes(z.shape))
-        t = timer("entropy", t)
-        indexes, means, crc = self._entropy_params(z_symbols, quality)
-        t = timer("hyper", t)
-        symbols = torch.round(y - means).to(torch.int32).numpy()
-        idx = indexes.numpy()
-        rows = band_rows(y.shape[-1], y.shape[1])
-        y_streams = [
-            self._y_coder.encode(symbols[..., r : r + rows, :], idx[..., r : r + rows, :])
-            for r in range(0, y.shape[-2], rows)
-        ]
-        timer("entropy", t)
-        return z_bytes, y_streams, crc
+        """One image's y (1×M×h×w) → z stream, y streams, index CRC (:mod:`vaecodec.latent_coding`)."""
+        return self.coder.encode(y, quality_to_level(quality, self.model.levels), timer)
 
-    @torch.inference_mode()
     def _decode_latents(self, vf: VaeFile, timer: _Timer) -> torch.Tensor:
         h = vf.header
         hz, wz = -(-h.height // self.factor), -(-h.width // self.factor)
-        t = time.perf_counter()
-        z_idx = self._z_indexes((1, self.spec.N, hz, wz))
-        z_symbols = torch.from_numpy(self._z_coder.decode(vf.z, z_idx, "z stream"))[None]
-        t = timer("entropy", t)
-        indexes, means, crc = self._entropy_params(z_symbols, h.quality)
-        t = timer("hyper", t)
-        if crc != h.index_crc:
-            msg = (
-                f"entropy parameters differ from the encoder's (index CRC 0x{crc:08x}, file says "
-                f"0x{h.index_crc:08x}); the file was made by an incompatible encoder or is corrupt"
-            )
-            raise DesyncError(msg)
-        rows = band_rows(indexes.shape[-1], indexes.shape[1])
-        n_bands = -(-indexes.shape[-2] // rows)
-        if len(vf.y) != n_bands:
-            msg = f"file has {len(vf.y)} y streams, a {h.width}x{h.height} image needs {n_bands}"
-            raise FormatError(msg)
-        idx = indexes.numpy()
-        y_hat = means  # filled in place: symbols + means, band by band
-        for i, s in enumerate(vf.y):
-            band = slice(i * rows, (i + 1) * rows)
-            sym = self._y_coder.decode(s, idx[..., band, :], f"y stream {i}")
-            y_hat[..., band, :] += torch.from_numpy(sym).float()
-        timer("entropy", t)
-        return y_hat
+        level = quality_to_level(h.quality, self.model.levels)
+        return self.coder.decode(vf.z, vf.y, level, hz, wz, h.index_crc, timer)
 
     # ------------------------------------------------------------------ public
 

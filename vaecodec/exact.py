@@ -539,3 +539,213 @@ class ExactEntropyParameters:
 def symbols_from_z_hat(z_hat: Tensor, medians: Tensor) -> Tensor:
     """z symbols (int64) from the EntropyBottleneck's dequantized output and its medians."""
     return torch.round(z_hat - medians.reshape(1, -1, 1, 1).to(z_hat)).to(torch.int64)
+
+
+# ---------------------------------------------------------------------------------- context
+
+#: Fractional bits of the context network's inputs before the gain (scales and means).
+CTX_IN_FRAC = 16
+#: Fractional bits of the per-channel gains of the context network's inputs and outputs.
+CTX_GAIN_BITS = 24
+#: Fractional bits of the context network's output before its gain (so the corrected scales
+#: and means are integers at ``2**-(CTX_OUT_FRAC + CTX_GAIN_BITS)``).
+CTX_OUT_FRAC = 16
+#: Decoded latents are clamped to ``±YHAT_LIMIT`` before they enter the context.
+YHAT_LIMIT = 2**14
+
+
+def _decimal_gains(log_table: list[list[float]], level: float, bits: int) -> list[int]:
+    """``round(exp(interpolated log-gain) · 2**bits)`` per channel, computed with :mod:`decimal`."""
+    n = len(log_table)
+    with localcontext(_DECIMAL):
+        lev = min(max(Decimal(level), Decimal(0)), Decimal(n - 1))
+        if n == 1:
+            logs = [Decimal(v) for v in log_table[0]]
+        else:
+            lo = min(int(lev), n - 2)
+            t = lev - lo
+            logs = [Decimal(a) * (1 - t) + Decimal(b) * t for a, b in zip(log_table[lo], log_table[lo + 1], strict=True)]
+        scale = Decimal(2) ** bits
+        return [_to_int(v.exp() * scale) for v in logs]
+
+
+def _quantize_conv(m: nn.Conv2d, weight: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Integer weights (O×(C·k·k)), float64 bias, per-output exponents and the largest L1 of ``m``."""
+    w = (m.weight if weight is None else weight).detach().to("cpu", torch.float64)
+    kh, kw = m.kernel_size
+    ok = (kh == kw and m.stride == (1, 1) and m.padding[0] == m.padding[1] == kh // 2 and m.dilation == (1, 1)
+          and m.groups == 1 and m.padding_mode == "zeros" and kh % 2 == 1)
+    if not ok:
+        msg = f"context: unsupported convolution {m}"
+        raise ValueError(msg)
+    exp = _channel_exponents(w, 0, WEIGHT_BITS)
+    wq = torch.round(w * torch.pow(2.0, exp.to(torch.float64)).view(-1, 1, 1, 1))
+    l1 = int(wq.abs().sum(dim=(1, 2, 3)).max().item())
+    b = m.bias.detach().to("cpu", torch.float64) if m.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    return wq.reshape(wq.shape[0], -1), b, exp, l1
+
+
+def _frac_for(l1: int) -> tuple[int, int]:
+    a_max = FLOAT64_EXACT // max(l1, 1)
+    return a_max.bit_length() - 1 - RANGE_BITS, a_max
+
+
+class ExactContext:
+    """The non-anchor entropy parameters of a checkerboard model, evaluated exactly.
+
+    The companion of :class:`ExactEntropyParameters` for
+    :class:`~vaecodec.model.CheckerboardModel`: from the hyperprior's exact outputs (table
+    indexes and means) and the decoded anchors, it computes the table indexes and means of
+    the non-anchors with the same integer method (integer weights with per-channel
+    power-of-two scales, fixed-point activations, float64 GEMMs whose every partial sum is an
+    integer below 2**53). Its inputs are exact by construction: a scale enters as its table
+    entry, a mean and a decoded latent as multiples of ``2**-MEAN_FRAC_BITS``; the level's
+    gains are computed with :mod:`decimal`. The corrected scale ``table[index] + gain·Δ`` is
+    compared with the scale table as integers at ``2**-(CTX_OUT_FRAC + CTX_GAIN_BITS)``.
+
+    Receptive field: the context convolution reads ±``radius`` latents; the rest is 1×1.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        gc = model.gaussian_conditional
+        if gc.scale_table is None or gc.scale_table.numel() < 2:
+            msg = "the model's scale table is not built; call model.update(force=True) first"
+            raise ValueError(msg)
+        ctx = model.context
+        self.radius = ctx.kernel_size[0] // 2
+        convs: list[tuple[nn.Conv2d, tuple[int, int] | None]] = []
+        mods = list(model.entropy_parameters)
+        i = 0
+        while i < len(mods):
+            slope = _leaky_slope(mods[i + 1]) if i + 1 < len(mods) else None
+            convs.append((mods[i], slope))
+            i += 2 if slope is not None else 1
+        qc = _quantize_conv(ctx, ctx.weight * ctx.mask)
+        qe = [_quantize_conv(m) for m, _ in convs]
+        self.M = ctx.in_channels
+        # formats: the context's input, then each entropy-parameters layer's input
+        f_c, a_c = _frac_for(qc[3])
+        f_in, a_in = [], []
+        prev_exp, prev_f = qc[2], f_c
+        for j, (_, _, exp, l1) in enumerate(qe):
+            f, a = _frac_for(l1)
+            f = min(f, int(prev_exp.min()) + prev_f)
+            if j == 0:  # the first layer also reads the gained scales and means (any format)
+                f = min(f, CTX_IN_FRAC + CTX_GAIN_BITS)
+            f_in.append(f)
+            a_in.append(a)
+            prev_exp, prev_f = exp, f
+        if min([f_c, *f_in]) < MIN_FRAC_BITS or f_c > MEAN_FRAC_BITS + CTX_GAIN_BITS:
+            msg = f"context weights too large for exact evaluation (formats {f_c}, {f_in})"
+            raise ValueError(msg)
+        out_shift = qe[-1][2] + f_in[-1] - CTX_OUT_FRAC
+        if int(out_shift.min()) < 0:
+            msg = "context output too coarse for its format"
+            raise ValueError(msg)
+        self.f_c, self.a_c, self.f_in, self.a_in = f_c, a_c, f_in, a_in
+        self.slopes = [s for _, s in convs]
+        self.w = [qc[0].to(torch.int64)] + [q[0].to(torch.int64) for q in qe]
+        self.w64 = [w.to(torch.float64) for w in self.w]
+        self.bias = [torch.round(qc[1] * torch.pow(2.0, (qc[2] + f_c).to(torch.float64))).to(torch.int64)]
+        for (_, b, exp, _), f in zip(qe, f_in, strict=True):
+            self.bias.append(torch.round(b * torch.pow(2.0, (exp + f).to(torch.float64))).to(torch.int64))
+        if max(int(b.abs().max()) for b in self.bias) >= 2**60:
+            msg = "context bias too large for exact evaluation"
+            raise ValueError(msg)
+        self.shifts = [qc[2] + f_c - f_in[0]] + [qe[j][2] + f_in[j] - f_in[j + 1] for j in range(len(qe) - 1)]
+        self.out_shift = out_shift
+        self.k = ctx.kernel_size[0]
+        self._log_g = model.gain.detach().to("cpu", torch.float32).tolist()
+        self._log_ig = model.inv_gain.detach().to("cpu", torch.float32).tolist()
+        table = gc.scale_table.detach().to("cpu", torch.float32).tolist()
+        out_bits = CTX_OUT_FRAC + CTX_GAIN_BITS
+        self._table_in = torch.tensor([_to_int(Decimal(t) * 2**CTX_IN_FRAC) for t in table], dtype=torch.int64)
+        self._table_out = torch.tensor([int(Fraction(t) * 2**out_bits) for t in table], dtype=torch.int64)
+        self._thresholds = torch.tensor([math.floor(Fraction(t) * 2**out_bits) for t in table[:-1]], dtype=torch.int64)
+        bound = float(gc.lower_bound_scale.bound.detach().to("cpu", torch.float32).reshape(-1)[0])
+        self._min_index = sum(1 for t in table[:-1] if t < bound)
+        self._gains: dict[float, tuple[Tensor, Tensor]] = {}
+
+    def _level_gains(self, level: float) -> tuple[Tensor, Tensor]:
+        if level not in self._gains:
+            g = torch.tensor(_decimal_gains(self._log_g, level, CTX_GAIN_BITS), dtype=torch.int64)
+            ig = torch.tensor(_decimal_gains(self._log_ig, level, CTX_GAIN_BITS), dtype=torch.int64)
+            if int(g.max()) >= 2**31 or int(ig.max()) >= 2**31:
+                msg = "gains too large for exact evaluation"
+                raise ValueError(msg)
+            if len(self._gains) < 4096:
+                self._gains[level] = (g, ig)
+            return g, ig
+        return self._gains[level]
+
+    @staticmethod
+    def _requant(x: Tensor, shift: Tensor | int) -> Tensor:
+        """Arithmetic right shift with round-half-up (per channel when ``shift`` is a tensor)."""
+        if isinstance(shift, int):
+            return (x + ((1 << shift) >> 1)) >> shift if shift > 0 else x << (-shift)
+        sh = shift.view(1, -1, 1, 1)
+        return (x + ((1 << sh) >> 1)) >> sh
+
+    def _conv(self, j: int, a: Tensor, k: int, reference: bool) -> Tensor:
+        bsz, c, h, w = a.shape
+        if reference:
+            wt = self.w[j].reshape(-1, c, k, k)
+            p = k // 2
+            xp = F.pad(a, (p, p, p, p))
+            acc = torch.zeros(bsz, wt.shape[0], h, w, dtype=torch.int64)
+            for ty in range(k):
+                for tx in range(k):
+                    acc += torch.einsum("oc,bchw->bohw", wt[:, :, ty, tx], xp[:, :, ty : ty + h, tx : tx + w])
+        else:
+            x = a.to(torch.float64)
+            cols = F.unfold(x, k, padding=k // 2) if k > 1 else x.reshape(bsz, c, h * w)
+            acc = torch.matmul(self.w64[j], cols).reshape(bsz, -1, h, w).to(torch.int64)
+        return acc + self.bias[j].view(1, -1, 1, 1)
+
+    @torch.no_grad()
+    def __call__(self, indexes: Tensor, means: Tensor, y_hat_anchors: Tensor, level: float,
+                 *, reference: bool = False) -> tuple[Tensor, Tensor]:
+        """Table indexes (int32) and means (float32) of every position as the context corrects them.
+
+        Args:
+            indexes, means: the hyperprior's, 1×M×h×w (:class:`ExactEntropyParameters`).
+            y_hat_anchors: decoded anchors (symbols + means; float32 multiples of 2**-10),
+                zero at the other positions.
+            level: the continuous level.
+        Only the non-anchor positions of the result are used by the codec.
+        """
+        g, ig = self._level_gains(float(level))
+        igv = ig.view(1, -1, 1, 1)
+        idx = indexes.to(torch.int64)
+        s0 = self._table_in[idx]
+        m_int = torch.round(means.to(torch.float64) * 2**MEAN_FRAC_BITS).to(torch.int64)
+        m0 = m_int << (CTX_IN_FRAC - MEAN_FRAC_BITS)
+        f0 = self.f_in[0]
+        sh_in = CTX_IN_FRAC + CTX_GAIN_BITS - f0
+        hyper = torch.cat([self._requant(s0 * igv, sh_in), self._requant(m0 * igv, sh_in)], 1)
+        hyper = hyper.clamp(-self.a_in[0], self.a_in[0])
+        yq = torch.round(y_hat_anchors.to(torch.float64) * 2**MEAN_FRAC_BITS).to(torch.int64)
+        yq = yq.clamp(-(YHAT_LIMIT << MEAN_FRAC_BITS), YHAT_LIMIT << MEAN_FRAC_BITS)
+        a = self._requant(yq * igv, MEAN_FRAC_BITS + CTX_GAIN_BITS - self.f_c).clamp(-self.a_c, self.a_c)
+        ctx = self._requant(self._conv(0, a, self.k, reference), self.shifts[0]).clamp(-self.a_in[0], self.a_in[0])
+        a = torch.cat([hyper, ctx], 1)
+        for j in range(1, len(self.w)):
+            acc = self._conv(j, a, 1, reference)
+            if j == len(self.w) - 1:
+                break
+            a = self._requant(acc, self.shifts[j]).clamp(-self.a_in[j], self.a_in[j])
+            p, q = self.slopes[j - 1]  # type: ignore[misc]
+            a = torch.where(a < 0, torch.div(2 * p * a + q, 2 * q, rounding_mode="floor"), a)
+        lim = 1 << (RANGE_BITS + CTX_OUT_FRAC)
+        d = self._requant(acc, self.out_shift).clamp(-lim, lim) * torch.cat([g, g]).view(1, -1, 1, 1)
+        M = self.M
+        s = self._table_out[idx] + d[:, :M]
+        bsz, _, h, w = s.shape
+        new_idx = torch.searchsorted(self._thresholds.expand(bsz * M, -1).contiguous(),
+                                     s.reshape(bsz * M, h * w).contiguous(), side="left")
+        new_idx = new_idx.clamp_(min=self._min_index).to(torch.int32).reshape(bsz, M, h, w)
+        out_bits = CTX_OUT_FRAC + CTX_GAIN_BITS
+        mt = (m_int << (out_bits - MEAN_FRAC_BITS)) + d[:, M:]
+        lim_m = MEAN_LIMIT << MEAN_FRAC_BITS
+        mq = self._requant(mt, out_bits - MEAN_FRAC_BITS).clamp(-lim_m, lim_m)
+        return new_idx, mq.to(torch.float32) * (2.0**-MEAN_FRAC_BITS)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .errors import TrainingError
-from .model import LAMBDAS, HyperpriorModel
+from .model import LAMBDAS, HyperpriorModel, arch_of, build_model
 from .weights import MANIFEST, WEIGHTS_DIR, WEIGHTS_FORMAT, sha256_file
 
 _TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
@@ -26,7 +26,7 @@ def model_from_checkpoint(path: str | Path, *, averaged: bool = True) -> Hyperpr
         from .weights import load_state_dict, spec_from_file
 
         spec = spec_from_file(path)
-        model = HyperpriorModel(spec.N, spec.M, spec.levels)
+        model = build_model(spec.arch, spec.N, spec.M, spec.levels)
         model.load_state_dict(load_state_dict(path))
         return model
     try:
@@ -62,7 +62,7 @@ def export(
             v = v.half()
         state[k] = v
     meta = {"format": WEIGHTS_FORMAT, "model_id": model_id, "N": str(model.N), "M": str(model.M),
-            "levels": str(model.levels), **(metadata or {})}
+            "levels": str(model.levels), "arch": arch_of(model), **(metadata or {})}
     if model.levels == len(LAMBDAS):  # the ladder it was trained on (training uses LAMBDAS)
         meta.setdefault("lambdas", json.dumps(list(LAMBDAS)))
     from safetensors.torch import save_file
@@ -85,7 +85,8 @@ def ship(
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {"models": {}}
     manifest["default"] = model_id
     manifest["models"][model_id] = {
-        "filename": name, "sha256": digest, "N": model.N, "M": model.M, "levels": model.levels, "status": status,
+        "filename": name, "sha256": digest, "N": model.N, "M": model.M, "levels": model.levels,
+        "arch": arch_of(model), "status": status,
     }
     tmp = MANIFEST.with_name("manifest.json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")

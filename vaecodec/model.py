@@ -309,3 +309,149 @@ class HyperpriorModel(CompressionModel):
         y_hat = ste_round(y.float() - means) + means
         x_hat = self.g_s(y_hat * ig)
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+
+def checkerboard_mask(h: int, w: int, *, anchors: bool, device: torch.device | None = None) -> Tensor:
+    """1×1×h×w float mask of the anchor positions (``(row + col)`` even) or of the others."""
+    r = torch.arange(h, device=device)[:, None]
+    c = torch.arange(w, device=device)[None, :]
+    m = ((r + c) % 2 == 0) if anchors else ((r + c) % 2 == 1)
+    return m.to(torch.float32)[None, None]
+
+
+class CheckerboardContext(nn.Conv2d):
+    """A 5×5 convolution that reads only the taps of the other checkerboard colour.
+
+    Applied to the decoded anchors (zero elsewhere), its output at a non-anchor position is
+    a function of the four nearest anchors and the anchors around them, never of a
+    non-anchor: He et al., "Checkerboard Context Model for Efficient Learned Image
+    Compression" (CVPR 2021).
+    """
+
+    def __init__(self, channels: int, out_channels: int, kernel_size: int = 5) -> None:
+        super().__init__(channels, out_channels, kernel_size, padding=kernel_size // 2)
+        k = kernel_size
+        mask = checkerboard_mask(k, k, anchors=False)  # taps at odd Manhattan distance from the centre
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+
+class CheckerboardModel(HyperpriorModel):
+    """The mean-scale hyperprior with a two-pass checkerboard context (second generation).
+
+    The latents are split like a checkerboard. Anchors (``(row + col)`` even) are coded with
+    the hyperprior's parameters exactly as in :class:`HyperpriorModel`. The other half is
+    coded after them, with parameters corrected by what the decoded anchors around each
+    position say::
+
+        scales_na, means_na = (scales, means) + gain · E(scales·ig, means·ig, C(ŷ_anchor·ig))
+
+    ``C`` is a :class:`CheckerboardContext`, ``E`` a stack of 1×1 convolutions (the entropy
+    parameters network of Minnen et al. 2018), ``ig`` the level's inverse gain, so ``C`` and
+    ``E`` see latents on one scale at every rate, and ``gain`` brings the correction back to
+    the level's scale. The last convolution of ``E`` starts at zero: a model grown from
+    hyperprior weights starts with exactly the hyperprior's function and rate.
+    """
+
+    def __init__(self, N: int = 128, M: int = 192, levels: int = len(LAMBDAS)) -> None:
+        super().__init__(N, M, levels)
+        self.context = CheckerboardContext(M, M)
+        self.entropy_parameters = nn.Sequential(
+            nn.Conv2d(3 * M, 2 * M, 1), nn.LeakyReLU(inplace=True),
+            nn.Conv2d(2 * M, 2 * M, 1), nn.LeakyReLU(inplace=True),
+            nn.Conv2d(2 * M, 2 * M, 1),
+        )
+        nn.init.zeros_(self.entropy_parameters[-1].weight)
+        nn.init.zeros_(self.entropy_parameters[-1].bias)
+
+    def hyper_params(self, y: Tensor, level: Tensor, *, noise: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """z likelihoods, scales and means of the hyperprior for gained latents ``y``."""
+        hg, ihg = self.gains(level)[2:]
+        z = self.h_a(y) * hg
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            if noise:
+                z_hat, z_lik = self.entropy_bottleneck(z.float())
+            else:
+                z_hat, z_lik = self.entropy_bottleneck(z.float(), training=False)
+        scales, means = self.h_s(z_hat * ihg).float().chunk(2, 1)
+        return z_lik, scales, means
+
+    def coded_params(self, scales: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
+        """The scales and means the coder uses: each scale raised to its entry of the scale table,
+        each mean rounded to a multiple of 2**-10 (as :mod:`vaecodec.exact` computes them).
+
+        Straight-through: the gradient passes as if nothing were rounded.
+        """
+        table = self.gaussian_conditional.scale_table
+        if table.numel() < 2:
+            from compressai.models.google import get_scale_table
+
+            table = get_scale_table()
+        table = table.to(scales.device, torch.float32)
+        bound = float(self.gaussian_conditional.lower_bound_scale.bound)
+        idx = torch.bucketize(scales.detach().float().clamp_min(bound), table[:-1])
+        s_q = table[idx]
+        m_q = torch.round(means.detach().float() * 1024) / 1024
+        return scales + (s_q - scales).detach(), means + (m_q - means).detach()
+
+    def context_params(
+        self, y_hat_anchors: Tensor, scales: Tensor, means: Tensor, level: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Scales and means for the non-anchors, from the hyperprior's and the decoded anchors."""
+        g, ig = self.gains(level)[:2]
+        ctx = self.context(y_hat_anchors * ig)
+        d = self.entropy_parameters(torch.cat([scales * ig, means * ig, ctx], 1)).float()
+        ds, dm = (d * torch.cat([g, g], 1)).chunk(2, 1)
+        return scales + ds, means + dm
+
+    def latent_params(self, y: Tensor, scales: Tensor, means: Tensor, level: Tensor) -> tuple[Tensor, Tensor]:
+        """Scales and means of every y position (anchors: hyperprior; others: with context).
+
+        The anchors are quantized as the codec does (rounded around the hyperprior's means).
+        """
+        h, w = y.shape[-2:]
+        anchor = checkerboard_mask(h, w, anchors=True, device=y.device)
+        y_hat = (torch.round(y - means) + means) * anchor
+        s_na, m_na = self.context_params(y_hat.detach(), scales, means, level)
+        return scales * anchor + s_na * (1 - anchor), means * anchor + m_na * (1 - anchor)
+
+    def forward(self, x: Tensor, level: Tensor) -> dict[str, object]:
+        """Training pass, as :meth:`HyperpriorModel.forward` with the context's parameters."""
+        g, ig = self.gains(level)[:2]
+        y = self.g_a(x) * g
+        z_lik, scales, means = self.hyper_params(y, level, noise=True)
+        scales, means = self.coded_params(scales, means)
+        scales, means = self.latent_params(y.float(), scales, means, level)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            _, y_lik = self.gaussian_conditional(y.float(), scales, means=means)
+        y_hat = ste_round(y.float() - means) + means
+        x_hat = self.g_s(y_hat * ig)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+
+#: Architecture names (the manifest's and the weights files' ``arch``) and their classes.
+ARCHITECTURES: dict[str, type[HyperpriorModel]] = {
+    "mean-scale-hyperprior-gain": HyperpriorModel,
+    "checkerboard-mean-scale-hyperprior-gain": CheckerboardModel,
+}
+
+
+def arch_of(model: HyperpriorModel) -> str:
+    """The architecture name of ``model``."""
+    for name, cls in ARCHITECTURES.items():
+        if type(model) is cls:
+            return name
+    msg = f"unknown architecture {type(model).__name__}"
+    raise ValueError(msg)
+
+
+def build_model(arch: str, N: int, M: int, levels: int) -> HyperpriorModel:
+    """An untrained model of architecture ``arch`` (see :data:`ARCHITECTURES`)."""
+    try:
+        cls = ARCHITECTURES[arch]
+    except KeyError:
+        msg = f"unknown architecture {arch!r} (this vaecodec has: {', '.join(ARCHITECTURES)})"
+        raise ValueError(msg) from None
+    return cls(N, M, levels)

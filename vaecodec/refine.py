@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .codec import LATENT_STRIDE as STRIDE
-from .codec import _tiles
+from .tiling import tiles as _tiles
 from .model import HyperpriorModel, fast_bf16, lambda_at, ste_round
 
 #: Adam's initial step on the (gained) latents. Chosen with msh@11 on three held-out training

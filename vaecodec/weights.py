@@ -130,4 +130,5 @@ def spec_from_file(path: Path) -> ModelSpec:
     return ModelSpec(
         model_id=meta["model_id"], filename=str(path.resolve()), sha256=sha256_file(path),
         N=int(meta["N"]), M=int(meta["M"]), levels=int(meta["levels"]),
+        arch=meta.get("arch", "mean-scale-hyperprior-gain"),
     )

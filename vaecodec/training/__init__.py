@@ -1,0 +1,1 @@
+"""Training features (not imported by the encode/decode path)."""
