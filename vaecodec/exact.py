@@ -680,72 +680,104 @@ class ExactContext:
 
     @staticmethod
     def _requant(x: Tensor, shift: Tensor | int) -> Tensor:
-        """Arithmetic right shift with round-half-up (per channel when ``shift`` is a tensor)."""
+        """Arithmetic right shift with round-half-up (per row when ``shift`` is a tensor)."""
         if isinstance(shift, int):
             return (x + ((1 << shift) >> 1)) >> shift if shift > 0 else x << (-shift)
-        sh = shift.view(1, -1, 1, 1)
+        sh = shift.view(-1, 1)
         return (x + ((1 << sh) >> 1)) >> sh
 
-    def _conv(self, j: int, a: Tensor, k: int, reference: bool) -> Tensor:
-        bsz, c, h, w = a.shape
-        if reference:
-            wt = self.w[j].reshape(-1, c, k, k)
-            p = k // 2
-            xp = F.pad(a, (p, p, p, p))
-            acc = torch.zeros(bsz, wt.shape[0], h, w, dtype=torch.int64)
-            for ty in range(k):
-                for tx in range(k):
-                    acc += torch.einsum("oc,bchw->bohw", wt[:, :, ty, tx], xp[:, :, ty : ty + h, tx : tx + w])
+    def _taps(self) -> list[tuple[int, int]]:
+        """The (dy, dx) offsets the masked context convolution reads (the other colour)."""
+        r = self.k // 2
+        return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if (dy + dx) % 2]
+
+    def _context_weight(self, dtype: torch.dtype) -> Tensor:
+        """The context weights restricted to its taps, O×(taps·C), tap-major (cached)."""
+        key = f"_ctx_w_{dtype}"
+        if not hasattr(self, key):
+            k, M = self.k, self.M
+            w = self.w[0].reshape(-1, M, k, k).permute(0, 2, 3, 1)  # O×k×k×C
+            rows = [w[:, dy + k // 2, dx + k // 2] for dy, dx in self._taps()]
+            setattr(self, key, torch.cat(rows, 1).to(dtype).contiguous())
+        return getattr(self, key)
+
+    def _gather_taps(self, a: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        """(taps·C)×P: the inputs every tap reads at positions (rows, cols) (zero past the border)."""
+        r = self.k // 2
+        ap = F.pad(a[0], (r, r, r, r))
+        return torch.cat([ap[:, rows + r + dy, cols + r + dx] for dy, dx in self._taps()], 0)
+
+    def _matmul(self, j: int, x: Tensor, reference: bool) -> Tensor:
+        """Exact integer product of layer ``j``'s weights with int64 columns ``x``, plus its bias."""
+        if j == 0:
+            w = self._context_weight(torch.int64 if reference else torch.float64)
         else:
-            x = a.to(torch.float64)
-            cols = F.unfold(x, k, padding=k // 2) if k > 1 else x.reshape(bsz, c, h * w)
-            acc = torch.matmul(self.w64[j], cols).reshape(bsz, -1, h, w).to(torch.int64)
-        return acc + self.bias[j].view(1, -1, 1, 1)
+            w = self.w[j] if reference else self.w64[j]
+        if reference:
+            acc = torch.zeros(w.shape[0], x.shape[1], dtype=torch.int64)
+            for c0 in range(0, w.shape[1], 64):  # int64 has no BLAS; blocks keep it bounded
+                acc += (w[:, c0 : c0 + 64, None] * x[None, c0 : c0 + 64]).sum(1)
+        else:
+            acc = torch.matmul(w, x.to(torch.float64)).to(torch.int64)
+        return acc + self.bias[j].view(-1, 1)
 
     @torch.no_grad()
     def __call__(self, indexes: Tensor, means: Tensor, y_hat_anchors: Tensor, level: float,
-                 *, reference: bool = False) -> tuple[Tensor, Tensor]:
-        """Table indexes (int32) and means (float32) of every position as the context corrects them.
+                 *, parity: int = 0, reference: bool = False) -> tuple[Tensor, Tensor]:
+        """Table indexes (int32) and means (float32) of every position after the context pass.
 
         Args:
             indexes, means: the hyperprior's, 1×M×h×w (:class:`ExactEntropyParameters`).
             y_hat_anchors: decoded anchors (symbols + means; float32 multiples of 2**-10),
                 zero at the other positions.
             level: the continuous level.
-        Only the non-anchor positions of the result are used by the codec.
+            parity: ``(row + col) % 2`` of the crop's first position in the whole latent grid
+                (a crop starting at an odd position has its anchors at odd local positions).
+            reference: evaluate the products in int64 (slow; a check of the float64 GEMMs).
+        Anchors keep the hyperprior's tables and means; only the other positions are computed.
         """
+        if indexes.dim() != 4 or indexes.shape[0] != 1 or indexes.shape[1] != self.M:
+            msg = f"context: expected 1×{self.M}×h×w tables, got {tuple(indexes.shape)}"
+            raise ValueError(msg)
         g, ig = self._level_gains(float(level))
-        igv = ig.view(1, -1, 1, 1)
-        idx = indexes.to(torch.int64)
+        M = self.M
+        _, _, h, w = indexes.shape
+        rr, cc = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        na = (rr + cc + parity) % 2 == 1
+        rows, cols = rr[na], cc[na]
+        idx = indexes[0][:, rows, cols].to(torch.int64)  # M×P
+        m_int = torch.round(means[0][:, rows, cols].to(torch.float64) * 2**MEAN_FRAC_BITS).to(torch.int64)
+        igv = ig.view(-1, 1)
         s0 = self._table_in[idx]
-        m_int = torch.round(means.to(torch.float64) * 2**MEAN_FRAC_BITS).to(torch.int64)
         m0 = m_int << (CTX_IN_FRAC - MEAN_FRAC_BITS)
-        f0 = self.f_in[0]
-        sh_in = CTX_IN_FRAC + CTX_GAIN_BITS - f0
-        hyper = torch.cat([self._requant(s0 * igv, sh_in), self._requant(m0 * igv, sh_in)], 1)
+        sh_in = CTX_IN_FRAC + CTX_GAIN_BITS - self.f_in[0]
+        hyper = torch.cat([self._requant(s0 * igv, sh_in), self._requant(m0 * igv, sh_in)], 0)
         hyper = hyper.clamp(-self.a_in[0], self.a_in[0])
         yq = torch.round(y_hat_anchors.to(torch.float64) * 2**MEAN_FRAC_BITS).to(torch.int64)
-        yq = yq.clamp(-(YHAT_LIMIT << MEAN_FRAC_BITS), YHAT_LIMIT << MEAN_FRAC_BITS)
-        a = self._requant(yq * igv, MEAN_FRAC_BITS + CTX_GAIN_BITS - self.f_c).clamp(-self.a_c, self.a_c)
-        ctx = self._requant(self._conv(0, a, self.k, reference), self.shifts[0]).clamp(-self.a_in[0], self.a_in[0])
-        a = torch.cat([hyper, ctx], 1)
+        lim_y = YHAT_LIMIT << MEAN_FRAC_BITS
+        yq = yq.clamp(-lim_y, lim_y) * ig.view(1, -1, 1, 1)
+        a = self._requant(yq.reshape(M, -1), MEAN_FRAC_BITS + CTX_GAIN_BITS - self.f_c).reshape(yq.shape)
+        a = a.clamp(-self.a_c, self.a_c)
+        ctx = self._requant(self._matmul(0, self._gather_taps(a, rows, cols), reference), self.shifts[0])
+        a = torch.cat([hyper, ctx.clamp(-self.a_in[0], self.a_in[0])], 0)
         for j in range(1, len(self.w)):
-            acc = self._conv(j, a, 1, reference)
+            acc = self._matmul(j, a, reference)
             if j == len(self.w) - 1:
                 break
             a = self._requant(acc, self.shifts[j]).clamp(-self.a_in[j], self.a_in[j])
             p, q = self.slopes[j - 1]  # type: ignore[misc]
             a = torch.where(a < 0, torch.div(2 * p * a + q, 2 * q, rounding_mode="floor"), a)
         lim = 1 << (RANGE_BITS + CTX_OUT_FRAC)
-        d = self._requant(acc, self.out_shift).clamp(-lim, lim) * torch.cat([g, g]).view(1, -1, 1, 1)
-        M = self.M
-        s = self._table_out[idx] + d[:, :M]
-        bsz, _, h, w = s.shape
-        new_idx = torch.searchsorted(self._thresholds.expand(bsz * M, -1).contiguous(),
-                                     s.reshape(bsz * M, h * w).contiguous(), side="left")
-        new_idx = new_idx.clamp_(min=self._min_index).to(torch.int32).reshape(bsz, M, h, w)
+        d = self._requant(acc, self.out_shift).clamp(-lim, lim) * torch.cat([g, g]).view(-1, 1)
+        s = self._table_out[idx] + d[:M]
+        new_idx = torch.searchsorted(self._thresholds.expand(M, -1).contiguous(), s.contiguous(), side="left")
+        new_idx = new_idx.clamp_(min=self._min_index).to(torch.int32)
         out_bits = CTX_OUT_FRAC + CTX_GAIN_BITS
-        mt = (m_int << (out_bits - MEAN_FRAC_BITS)) + d[:, M:]
+        mt = (m_int << (out_bits - MEAN_FRAC_BITS)) + d[M:]
         lim_m = MEAN_LIMIT << MEAN_FRAC_BITS
         mq = self._requant(mt, out_bits - MEAN_FRAC_BITS).clamp(-lim_m, lim_m)
-        return new_idx, mq.to(torch.float32) * (2.0**-MEAN_FRAC_BITS)
+        out_idx = indexes.to(torch.int32).clone()
+        out_mu = means.to(torch.float32).clone()
+        out_idx[0][:, rows, cols] = new_idx
+        out_mu[0][:, rows, cols] = mq.to(torch.float32) * (2.0**-MEAN_FRAC_BITS)
+        return out_idx, out_mu

@@ -193,7 +193,7 @@ class CheckerboardCoder(HyperpriorCoder):
         r = self.context.radius
         for (r0, r1, c0, c1), (a0, a1, b0, b1) in tiles(h, w, EXACT_TILE, r):
             idx, mu = self.context(indexes[..., a0:a1, b0:b1], means[..., a0:a1, b0:b1],
-                                   y_hat_anchors[..., a0:a1, b0:b1], level)
+                                   y_hat_anchors[..., a0:a1, b0:b1], level, parity=(a0 + b0) % 2)
             keep = (..., slice(r0 - a0, r1 - a0), slice(c0 - b0, c1 - b0))
             sel = na[..., r0:r1, c0:c1]
             out_idx[..., r0:r1, c0:c1] = torch.where(sel, idx[keep].to(torch.uint8), indexes[..., r0:r1, c0:c1])

@@ -79,8 +79,7 @@ def y_bits(model: CheckerboardModel, y: Tensor, scales: Tensor, means: Tensor) -
     """-log2 of the Gaussian likelihood of ``y`` (noisy or rounded) per element."""
     gc = model.gaussian_conditional
     lik = gc._likelihood(y, gc.lower_bound_scale(scales), means)
-    lik = gc.likelihood_lower_bound(lik)
-    return -torch.log2(lik)
+    return -torch.log2(lik.clamp_min(1e-9))
 
 
 def crop_batch(latents: list[Tensor], n: int, size: int, rng: np.random.Generator) -> Tensor:
