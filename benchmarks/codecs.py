@@ -134,7 +134,7 @@ class VaecodecCodec:
     default_quality = 75.0
     search_range = (0, 100)
 
-    def __init__(self, device: str = "cpu", refine: int = 0) -> None:
+    def __init__(self, device: str = "cpu", refine: int = 0, model_id: str | None = None) -> None:
         import torch
         import vaecodec
 
@@ -144,9 +144,12 @@ class VaecodecCodec:
         self.refine = refine
         self.name = "vaecodec-refine" if refine else "vaecodec"
         self.label = f"vaecodec, refine {refine}" if refine else "vaecodec"
+        if model_id is not None:  # another shipped model than the default (an older generation)
+            self.name += f":{model_id}"
+            self.label += f" ({model_id})"
         step = 25 if refine else 10
         self.grid: tuple[float, ...] = tuple(float(q) for q in range(0, 101, step))
-        self.codec = vaecodec.Codec(device=device)
+        self.codec = vaecodec.Codec(model_id, device=device)
         self._model_id: str | None = None
 
     def options(self) -> dict[str, Any]:
@@ -245,6 +248,17 @@ def baseline_codecs(threads: int = 1) -> list[Codec]:
     return out
 
 
+def _other_models() -> list[str]:
+    """Shipped model ids besides the default (benchmarked as ``vaecodec:<id>``)."""
+    try:
+        from vaecodec.weights import available_models, default_model_id
+
+        default = default_model_id()
+        return [s.model_id for s in available_models() if s.model_id != default]
+    except Exception:  # no vaecodec or no manifest: the vaecodec entry reports why
+        return []
+
+
 def make_codecs(names: Sequence[str] | None, *, threads: int = 1, device: str = "cpu",
                 ) -> tuple[list[Codec], dict[str, str]]:
     """Build the requested codecs (all when ``names`` is None).
@@ -254,7 +268,8 @@ def make_codecs(names: Sequence[str] | None, *, threads: int = 1, device: str = 
     only reported.
     """
     baselines = {c.name: c for c in baseline_codecs(threads)}
-    known = ["vaecodec", "vaecodec-refine", *baselines]
+    others = _other_models()
+    known = ["vaecodec", "vaecodec-refine", *(f"vaecodec:{m}" for m in others), *baselines]
     # the slow-encoder variant runs only when asked for by name
     wanted = [n for n in known if n != "vaecodec-refine"] if names is None else list(names)
     unknown = [n for n in wanted if n not in known]
@@ -268,7 +283,9 @@ def make_codecs(names: Sequence[str] | None, *, threads: int = 1, device: str = 
             codecs.append(baselines[n])
             continue
         try:
-            codecs.append(VaecodecCodec(device=device, refine=REFINE_STEPS if n == "vaecodec-refine" else 0))
+            model_id = n.split(":", 1)[1] if ":" in n else None
+            refine = REFINE_STEPS if n == "vaecodec-refine" else 0
+            codecs.append(VaecodecCodec(device=device, refine=refine, model_id=model_id))
         except Exception as exc:  # missing package, missing weights, API not there yet
             if names is not None:
                 msg = f"vaecodec could not be constructed: {type(exc).__name__}: {exc}"

@@ -380,6 +380,9 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--context", is_flag=True,
+              help="Train the checkerboard context of --init (default: the shipped model) on its cached latents, "
+                   "transforms frozen: the second model generation. --batch-size counts 16x16-latent crops.")
 def train(data: str, out: str, **kw: Any) -> None:
     """Train (or fine-tune) a model on a folder of images.
 
@@ -387,6 +390,20 @@ def train(data: str, out: str, **kw: Any) -> None:
     Resumable: rerun the same command to continue from OUT/last.pt.
     Several processes: torchrun --nproc-per-node 2 -m vaecodec train DATA --out OUT
     """
+    if kw["context"]:
+        import argparse
+
+        from .training.context import train as run_context
+
+        if kw["max_minutes"] is None:
+            raise click.UsageError("--context needs --max-minutes (its learning rate follows the time budget)")
+        args = argparse.Namespace(
+            data=data, out=out, init=kw["init"] or "shipped", steps=kw["steps"], batch_size=kw["batch_size"],
+            patch=16, lr=kw["lr"], lr_min=kw["lr_min"], warmup=200, val_every=kw["val_every"], log_every=50,
+            precision=kw["precision"], seed=kw["seed"], max_minutes=kw["max_minutes"],
+        )
+        err(f"validation: {json.dumps(run_context(args))}")
+        return
     from .train import TrainConfig, train as run
 
     n_ch, m_ch = kw["channels"] or (None, None)  # None: from the resumed run or --init

@@ -34,6 +34,10 @@ def model_from_checkpoint(path: str | Path, *, averaged: bool = True) -> Hyperpr
     except (OSError, RuntimeError) as e:
         msg = f"{path}: not a readable checkpoint ({e})"
         raise TrainingError(msg) from None
+    if "context" in ck:  # a checkerboard context run: its base weights plus the context
+        from .training.context import model_from_context_checkpoint
+
+        return model_from_context_checkpoint(path)
     cfg = ck.get("config", {})
     state = ck["ema"] if averaged and "ema" in ck else ck["model"]
     model = HyperpriorModel(cfg.get("N", 128), cfg.get("M", 192), levels=state["gain"].shape[0])

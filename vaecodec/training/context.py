@@ -274,3 +274,11 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def model_from_context_checkpoint(path: str | Path, init: str | None = None) -> CheckerboardModel:
+    """The checkerboard model of a context run: its base weights (``init`` of the run) plus the context."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model = grow_from(base_state(init or ck["init"]))
+    model.load_state_dict(ck["context"], strict=False)
+    return model.eval()
