@@ -63,7 +63,8 @@ def curve(codec: Codec, images: list[np.ndarray], grid: tuple[float, ...] = GRID
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.heldout", description=__doc__.split("\n")[0])
-    ap.add_argument("models", nargs="+", help="shipped model ids, .safetensors files or training checkpoints")
+    ap.add_argument("models", nargs="+", help="shipped model ids, .safetensors files, training checkpoints, "
+                    "or the --json output of an earlier run (its first curve)")
     ap.add_argument("--data", required=True, help="the training folder")
     ap.add_argument("--val-fraction", type=float, default=0.03, help="as given to vaecodec train")
     ap.add_argument("--json", type=Path, help="also write the records here")
@@ -77,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     recs = []
     with tempfile.TemporaryDirectory() as tmp:
         for m in args.models:
-            rec = {"model": m, **curve(load_codec(m, Path(tmp)), images)}
+            if m.endswith(".json"):  # a curve measured before by --json (same photos and grid)
+                rec = json.loads(Path(m).read_text())[0]
+                rec = {k: rec[k] for k in ("model", "bpp", "psnr", "seconds")}
+            else:
+                rec = {"model": m, **curve(load_codec(m, Path(tmp)), images)}
             bd = bd_rate(jr, jd, rec["bpp"], rec["psnr"])
             rec["bd_rate_vs_jpeg_pct"] = None if math.isnan(bd) else 100 * bd
             if recs:

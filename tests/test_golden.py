@@ -1,8 +1,10 @@
 """Golden test vectors: committed .vae files must decode to frozen pixel hashes on any machine.
 
-The files were encoded with the shipped weights; they are decoded with ``deterministic=True``
-(exact entropy parameters, float64 synthesis), so the hashes hold across CPUs, thread counts
-and devices. Regenerate them only on purpose, together with a format or model version bump:
+One folder per shipped model (``tests/data/golden/<model>/``): every model a release ships
+keeps decoding the files its predecessors wrote. The files were encoded with that model's
+weights; they are decoded with ``deterministic=True`` (exact entropy parameters, float64
+synthesis), so the hashes hold across CPUs, thread counts and devices. Regenerate the
+default model's folder only on purpose, together with a format or model version bump:
 
     VAECODEC_REGENERATE=1 python -m pytest tests/test_golden.py
 """
@@ -20,7 +22,7 @@ from PIL import Image
 from conftest import ASSETS, REPO
 
 GOLDEN = REPO / "tests" / "data" / "golden"
-EXPECTED = GOLDEN / "expected.json"
+MODELS = sorted(p.name for p in GOLDEN.iterdir() if (p / "expected.json").is_file())
 
 
 def cases() -> dict[str, tuple[np.ndarray | Image.Image, float]]:
@@ -40,6 +42,10 @@ def pixel_md5(a: np.ndarray) -> str:
     return hashlib.md5(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
+def _folder(model_id: str):
+    return GOLDEN / model_id.replace("@", "-")
+
+
 @pytest.fixture(scope="module")
 def det_shipped():
     from vaecodec import Codec
@@ -47,25 +53,33 @@ def det_shipped():
     return Codec(deterministic=True)
 
 
-def test_golden_vectors_decode_to_frozen_pixels(det_shipped):
+def test_default_model_has_golden_vectors(det_shipped):
     if os.environ.get("VAECODEC_REGENERATE") == "1":
+        folder = _folder(det_shipped.model_id)
+        folder.mkdir(exist_ok=True)
         expected = {}
         for name, (img, q) in cases().items():
             data = det_shipped.encode(img, quality=q)
-            (GOLDEN / name).write_bytes(data)
+            (folder / name).write_bytes(data)
             out = det_shipped.decode(data)
             expected[name] = {"md5": pixel_md5(out), "shape": list(out.shape), "model_id": det_shipped.model_id}
-        EXPECTED.write_text(json.dumps(expected, indent=2) + "\n")
-    expected = json.loads(EXPECTED.read_text())
+        (folder / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
+    assert _folder(det_shipped.model_id).name in MODELS
+
+
+@pytest.mark.parametrize("folder", MODELS)
+def test_golden_vectors_decode_to_frozen_pixels(folder):
+    from vaecodec import Codec, decode, read_header
+
+    expected = json.loads((GOLDEN / folder / "expected.json").read_text())
     assert set(expected) == set(cases())
+    (model_id,) = {facts["model_id"] for facts in expected.values()}
+    det = Codec(model_id, deterministic=True)
     for name, facts in expected.items():
-        out = det_shipped.decode((GOLDEN / name).read_bytes())
+        data = (GOLDEN / folder / name).read_bytes()
+        assert read_header(data).model_id == model_id
+        out = det.decode(data)
         assert list(out.shape) == facts["shape"], name
         assert pixel_md5(out) == facts["md5"], name
-
-
-def test_golden_vectors_decode_close_in_default_mode(shipped_codec, det_shipped):
-    for name in json.loads(EXPECTED.read_text()):
-        data = (GOLDEN / name).read_bytes()
-        diff = np.abs(shipped_codec.decode(data).astype(int) - det_shipped.decode(data))
-        assert diff.max() <= 1, name
+        # the one-call API picks the model from the header; default mode is within ±1 of exact
+        assert np.abs(decode(data).astype(int) - out).max() <= 1, name
