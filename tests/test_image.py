@@ -56,6 +56,41 @@ def test_bad_arrays_raise_image_error(bad, match):
         to_planes(bad)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_float_arrays_outside_0_1_are_refused_not_clipped(dtype):
+    a = natural_like(6, 5).astype(dtype)  # 0..255 values in a float array: a common mistake
+    lo, hi = float(a.min()), float(a.max())
+    with pytest.raises(ImageError, match=r"lie in \[0, 1\]") as e:
+        to_planes(a)
+    assert f"[{lo:g}, {hi:g}]" in str(e.value) and "divide by 255" in str(e.value)
+    with pytest.raises(ImageError, match=r"\[-0.25, 0.5\]"):
+        to_planes(np.array([[-0.25, 0.5]], dtype=dtype))
+    with pytest.raises(ImageError, match=r"\[0, 1.5\]"):
+        to_planes(np.array([[0.0, 1.5]], dtype=dtype))
+
+
+def test_float_tensors_outside_0_1_are_refused():
+    t = torch.from_numpy(natural_like(6, 5)).permute(2, 0, 1).float()
+    with pytest.raises(ImageError, match=r"tensor: float32 values lie in \[\d+, \d+\]; float images must lie in"):
+        to_planes(t)
+    assert np.array_equal(to_planes(t / 255).rgb, natural_like(6, 5))
+    assert np.array_equal(to_planes((t / 255).bfloat16()).rgb, to_planes((t / 255).bfloat16().float()).rgb)
+
+
+def test_shape_errors_show_the_shape_the_caller_passed():
+    hwc = torch.from_numpy(natural_like(8, 5))  # H×W×3, not C×H×W
+    with pytest.raises(ImageError, match=r"got shape \(8, 5, 3\) \(H×W×C\? use t.permute\(2, 0, 1\)\)"):
+        to_planes(hwc)
+    with pytest.raises(ImageError, match=r"got shape \(1, 8, 5, 3\)"):
+        to_planes(hwc[None])
+    with pytest.raises(ImageError, match=r"got shape \(2, 3, 4, 4\)"):
+        to_planes(torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ImageError, match=r"got shape \(2, 4, 4\)"):
+        to_planes(torch.zeros(2, 4, 4))
+    with pytest.raises(ImageError, match=r"got shape \(3, 8, 5\) \(C×H×W\? use a.transpose"):
+        to_planes(natural_like(8, 5).transpose(2, 0, 1).copy())
+
+
 def test_wrong_type_is_a_type_error():
     with pytest.raises(TypeError, match="PIL image, numpy array or torch tensor"):
         to_planes([[1, 2, 3]])

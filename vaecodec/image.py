@@ -12,6 +12,10 @@ Input policy (what ``encode`` accepts and how it is converted, like cwebp/avifen
   (scaled to 8 bits) or float in [0, 1].
 * **torch tensors** C×H×W (or 1×C×H×W) with C in 1, 3, 4; float in [0, 1] or uint8.
 
+Float arrays and tensors outside [0, 1] (such as 0..255 values in a float32 array), NaN or
+infinity raise :class:`ImageError` naming the range found: nothing is clipped silently. Shape
+errors report the shape the caller passed.
+
 Images are padded to the model's downsampling factor by edge replication inside the codec,
 and cropped back on decode, so any size from 1×1 up works.
 """
@@ -61,7 +65,12 @@ def _to_uint8(a: np.ndarray, what: str) -> np.ndarray:
         if not np.isfinite(a).all():
             msg = f"{what}: float image contains NaN or infinity"
             raise ImageError(msg)
-        return np.clip(np.rint(a.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0 or hi > 1:
+            hint = " (values 0..255? divide by 255 or pass uint8)" if hi > 1 and lo >= 0 else ""
+            msg = (f"{what}: {a.dtype} values lie in [{lo:g}, {hi:g}]; float images must lie in [0, 1]{hint}")
+            raise ImageError(msg)
+        return np.rint(a.astype(np.float64) * 255).astype(np.uint8)
     if a.dtype == np.bool_:
         return a.astype(np.uint8) * 255
     msg = f"{what}: unsupported dtype {a.dtype} (use uint8, uint16 or float in [0, 1])"
@@ -82,7 +91,8 @@ def from_array(a: np.ndarray, *, what: str = "array") -> Planes:
     if a.ndim == 2:
         a = a[:, :, None]
     if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-        msg = f"{what}: expected an H×W, H×W×1, H×W×3 or H×W×4 array, got shape {a.shape}"
+        hint = " (C×H×W? use a.transpose(1, 2, 0))" if a.ndim == 3 and a.shape[0] in (1, 3, 4) else ""
+        msg = f"{what}: expected an H×W, H×W×1, H×W×3 or H×W×4 array, got shape {tuple(a.shape)}{hint}"
         raise ImageError(msg)
     _check_size(a.shape[0], a.shape[1], what)
     a = _to_uint8(np.asarray(a), what)
@@ -134,13 +144,23 @@ def _palette_is_gray(im: Image.Image) -> bool:
 
 
 def from_tensor(t: torch.Tensor, *, what: str = "tensor") -> Planes:
-    """C×H×W or 1×C×H×W tensor (float in [0, 1] or uint8) → :class:`Planes`."""
+    """C×H×W or 1×C×H×W tensor (float in [0, 1] or uint8) → :class:`Planes`.
+
+    Errors report the shape the caller passed, not that of the H×W×C view made here.
+    """
+    shape = tuple(t.shape)
     if t.dim() == 4 and t.shape[0] == 1:
         t = t[0]
-    if t.dim() != 3:
-        msg = f"{what}: expected a C×H×W tensor, got shape {tuple(t.shape)}"
+    if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
+        hint = " (H×W×C? use t.permute(2, 0, 1))" if t.dim() == 3 and t.shape[2] in (1, 3, 4) else ""
+        msg = f"{what}: expected a C×H×W or 1×C×H×W tensor with C in 1, 3, 4, got shape {shape}{hint}"
         raise ImageError(msg)
-    return from_array(t.detach().cpu().permute(1, 2, 0).numpy(), what=what)
+    import torch
+
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        t = t.float()  # numpy has no bfloat16
+    return from_array(t.permute(1, 2, 0).numpy(), what=what)
 
 
 def to_planes(image: Any, *, what: str | None = None) -> Planes:
