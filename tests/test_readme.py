@@ -27,3 +27,13 @@ def test_readme_main_command_runs_the_demo_on_a_bundled_sample():
     assert demo, "README needs the one-command install-and-demo line"
     sample = demo[0].split("vaecodec demo")[1].split()[0]
     assert (REPO / sample).is_file()
+
+
+def test_readme_results_table_is_the_benchmarks():
+    import json
+
+    from benchmarks import readme_table
+
+    results = json.loads((REPO / "benchmarks" / "results" / "kodak" / "results.json").read_text())
+    table = readme_table.render(results)
+    assert table in README, "regenerate it: python -m benchmarks.readme_table benchmarks/results/kodak"
