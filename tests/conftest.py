@@ -41,6 +41,29 @@ def tiny_model():
     return model.eval()
 
 
+def tiny_checkerboard(seed: int = 1):
+    """A small, seeded, random-weight checkerboard model whose context is not zero (tables built)."""
+    import torch
+
+    from vaecodec.model import CheckerboardModel
+
+    torch.manual_seed(seed)
+    model = CheckerboardModel(N=16, M=24)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in [model.context, *model.entropy_parameters]:
+            if isinstance(mod, torch.nn.Conv2d):
+                mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * 0.05)
+                mod.bias.copy_(torch.randn(mod.bias.shape, generator=gen) * 0.05)
+    model.update(force=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_ctx_model():
+    return tiny_checkerboard()
+
+
 @pytest.fixture(scope="session")
 def tiny_codec(tiny_model):
     from vaecodec.codec import Codec

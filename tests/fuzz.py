@@ -43,12 +43,16 @@ def _alarm(_signum, _frame):  # noqa: ANN001
     raise CaseTimeout
 
 
-def make_codec():
+def make_codec(arch: str = "hyperprior"):
     import torch
 
     from vaecodec.codec import Codec
     from vaecodec.model import HyperpriorModel
 
+    if arch == "checkerboard":
+        from conftest import tiny_checkerboard
+
+        return Codec.from_model(tiny_checkerboard(), model_id="tinyc@0", tag=b"tnyc")
     torch.manual_seed(0)
     model = HyperpriorModel(N=16, M=24)
     model.update(force=True)
@@ -127,9 +131,10 @@ def mutate(rng: random.Random, files: list[bytes]) -> bytes:
 
 
 def run(cases: int, seed: int = 0, case_timeout: float = 60.0, crashes: Path | None = None,
-        progress: bool = False) -> dict[str, object]:
-    """Run ``cases`` mutants; returns counts of outcomes and the failures (empty when all is well)."""
-    codec = make_codec()
+        progress: bool = False, arch: str = "hyperprior") -> dict[str, object]:
+    """Run ``cases`` mutants of files of a tiny model of ``arch`` ("hyperprior" or "checkerboard");
+    returns counts of outcomes and the failures (empty when all is well)."""
+    codec = make_codec(arch)
     files = seed_files(codec)
     rng = random.Random(seed)
     outcomes: Counter[str] = Counter()
@@ -175,8 +180,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--case-timeout", type=float, default=60.0)
     ap.add_argument("--crashes", type=Path, default=Path("fuzz-crashes"))
+    ap.add_argument("--arch", choices=["hyperprior", "checkerboard"], default="hyperprior")
     args = ap.parse_args()
-    res = run(args.cases, args.seed, args.case_timeout, args.crashes, progress=True)
+    res = run(args.cases, args.seed, args.case_timeout, args.crashes, progress=True, arch=args.arch)
     import json
 
     print(json.dumps(res, indent=2))

@@ -14,22 +14,9 @@ from vaecodec.exact import ExactContext, ExactEntropyParameters
 from vaecodec.model import CheckerboardModel, checkerboard_mask
 
 
-def _randomize_context(model: CheckerboardModel, seed: int = 0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in [model.context, *model.entropy_parameters]:
-            if isinstance(mod, torch.nn.Conv2d):
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * 0.05)
-                mod.bias.copy_(torch.randn(mod.bias.shape, generator=gen) * 0.05)
-
-
 @pytest.fixture(scope="module")
-def ctx_model():
-    torch.manual_seed(1)
-    model = CheckerboardModel(N=16, M=24)
-    _randomize_context(model)
-    model.update(force=True)
-    return model.eval()
+def ctx_model(tiny_ctx_model):
+    return tiny_ctx_model
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,22 @@ from vaecodec import codec as codec_mod
 from vaecodec.codec import Codec
 
 
+@pytest.fixture(scope="module", params=["hyperprior", "checkerboard"])
+def both(request, tiny_model, tiny_ctx_model):
+    """Each test runs with a tiny model of either generation: (default codec, deterministic codec)."""
+    model = tiny_model if request.param == "hyperprior" else tiny_ctx_model
+    return (Codec.from_model(model, model_id="tiny@0", tag=b"tiny"),
+            Codec.from_model(model, model_id="tiny@0", tag=b"tiny", deterministic=True))
+
+
 @pytest.fixture(scope="module")
-def det_codec(tiny_model):
-    return Codec.from_model(tiny_model, model_id="tiny@0", tag=b"tiny", deterministic=True)
+def det_codec(both):
+    return both[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_codec(both):
+    return both[0]
 
 
 @pytest.fixture(scope="module")

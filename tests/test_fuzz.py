@@ -5,10 +5,14 @@ from __future__ import annotations
 import fuzz
 
 
-def test_short_fuzz_run_raises_only_project_errors(tmp_path):
-    res = fuzz.run(400, seed=7, case_timeout=60, crashes=tmp_path)
+import pytest
+
+
+@pytest.mark.parametrize(("arch", "cases"), [("hyperprior", 400), ("checkerboard", 200)])
+def test_short_fuzz_run_raises_only_project_errors(tmp_path, arch, cases):
+    res = fuzz.run(cases, seed=7, case_timeout=60, crashes=tmp_path, arch=arch)
     assert res["failures"] == [], res["failures"][:5]
-    assert sum(res["outcomes"].values()) == 400
+    assert sum(res["outcomes"].values()) == cases
     # the run exercised more than the CRC check
     deeper = {k for k in res["outcomes"] if k not in ("ChecksumError",)}
     assert len(deeper) >= 3, res["outcomes"]
