@@ -7,6 +7,9 @@ Quick start::
     pixels = vaecodec.decode(data)                     # numpy H×W×3 uint8
     vaecodec.read_header(data).width                   # no torch needed
 
+``decode`` and ``read_header`` take bytes, a path or a binary file object, as
+``PIL.Image.open`` does.
+
 Pipelines keep a :class:`Codec` (model loaded once, on cpu or cuda) and use its
 ``encode_batch``/``decode_batch``. Every error raised on purpose derives from
 :class:`VaecodecError`.
@@ -20,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .container import Header, PixelFormat, is_vae
+from .container import Header, PixelFormat, ReadError, is_vae
 from .errors import (
     ChecksumError,
     DesyncError,
@@ -42,9 +45,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_QUALITY", "QUALITY_RANGE", "ChecksumError", "Codec", "DesyncError", "FormatError", "Header",
-    "ImageError", "LimitError", "ModelMismatchError", "PixelFormat", "TrainingError", "TruncatedError",
-    "UnknownModelError", "UnsupportedVersionError", "VaecodecError", "WeightsError", "__version__",
-    "decode", "encode", "is_vae", "read_header",
+    "ImageError", "LimitError", "ModelMismatchError", "PixelFormat", "ReadError", "TrainingError",
+    "TruncatedError", "UnknownModelError", "UnsupportedVersionError", "VaecodecError", "WeightsError",
+    "__version__", "decode", "encode", "is_vae", "read_header",
 ]
 
 _LAZY = {
@@ -53,11 +56,17 @@ _LAZY = {
 }
 
 
-def read_header(data: bytes) -> Header:
-    """The header of a .vae file (model, size, pixel format, quality) without loading a model."""
+def read_header(source: Any) -> Header:
+    """The header of a .vae file (model, size, pixel format, quality) without loading a model.
+
+    ``source`` is bytes (or bytearray, memoryview), a path (``str`` or ``os.PathLike``) or a
+    binary file object; only the header's bytes are read, and a seekable file object is left
+    where it was. A missing file raises :class:`ReadError`, a malformed one :class:`FormatError`,
+    both naming the file.
+    """
     from .container import read_header as _read
 
-    return _read(data)
+    return _read(source)
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from .codec import DEFAULT_QUALITY, Codec
-from .container import read_header
+from .container import naming, read_header, read_source
 
 
 @lru_cache(maxsize=4)
@@ -22,7 +22,10 @@ def encode(
     image: Any, /, *, quality: float = DEFAULT_QUALITY, target_bpp: float | None = None,
     model: str | None = None, device: str = "cpu", refine: int = 0,
 ) -> bytes:
-    """Encode a PIL image, numpy array (H×W[×C] uint8) or torch tensor (C×H×W) to .vae bytes.
+    """Encode a PIL image, numpy array (H×W[×C]) or torch tensor (C×H×W) to .vae bytes.
+
+    Arrays and tensors are uint8, uint16 (arrays) or float in [0, 1]; float values outside
+    [0, 1] (say 0..255 in a float32 array) raise :class:`ImageError` rather than being clipped.
 
     ``quality`` runs from 0 to 100 (default 75); ``target_bpp`` instead searches the quality
     that lands within 5 % of that many bits per pixel. ``refine`` spends that many gradient
@@ -32,6 +35,13 @@ def encode(
     return codec.encode(image, quality=quality, target_bpp=target_bpp, refine=refine)
 
 
-def decode(data: bytes, /, *, output: str = "numpy", device: str = "cpu") -> Any:
-    """Decode .vae bytes; ``output`` is "numpy" (default), "pil" or "torch". The model comes from the header."""
-    return _codec(read_header(data).model_id, device).decode(data, output=output)
+def decode(source: Any, /, *, output: str = "numpy", device: str = "cpu") -> Any:
+    """Decode a .vae file; ``output`` is "numpy" (default), "pil" or "torch". The model comes from the header.
+
+    ``source`` is bytes (or bytearray, memoryview), a path (``str`` or ``os.PathLike``) or a
+    binary file object read from its current position, as ``PIL.Image.open`` accepts. A missing
+    file raises :class:`ReadError`; errors about a file named by a path carry its name.
+    """
+    data = read_source(source)
+    with naming(source):
+        return _codec(read_header(data).model_id, device).decode(data, output=output)

@@ -21,11 +21,22 @@ no unchecked byte ever reaches the entropy decoder.
 from __future__ import annotations
 
 import enum
+import os
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, BinaryIO, Union
 
-from .errors import ChecksumError, FormatError, LimitError, TruncatedError, UnsupportedVersionError
+from .errors import (
+    ChecksumError,
+    FormatError,
+    LimitError,
+    TruncatedError,
+    UnsupportedVersionError,
+    VaecodecError,
+)
 
 MAGIC = b"\x89VAE"
 FORMAT_VERSION = 1
@@ -235,9 +246,113 @@ def _parse_header(r: _Reader) -> Header:
     )
 
 
-def read_header(data: bytes) -> Header:
-    """Parse and validate the header fields only (the CRC and streams are not checked)."""
-    return _parse_header(_Reader(bytes(data)))
+#: Most bytes the header fields can take (the longest model id): all :func:`read_header` reads of a file.
+MAX_HEADER_BYTES = _PREFIX.size + MAX_MODEL_ID_BYTES + _FIELDS.size
+
+#: What :func:`read_header` and ``vaecodec.decode`` accept, as ``PIL.Image.open`` does.
+Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", BinaryIO]
+
+
+class ReadError(VaecodecError, OSError):
+    """A .vae source cannot be read: no such file, a folder, no permission. The message names the file."""
+
+
+def source_name(source: Any) -> str | None:
+    """The file name of a path or a named file object (for messages); None for bytes."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fsdecode(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return None
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) else None
+
+
+def read_source(source: Source, limit: int | None = None) -> bytes:
+    """The bytes of a .vae source: bytes, bytearray or memoryview as they are; a path (``str`` or
+    ``os.PathLike``) read from disk; a binary file object (anything with ``.read()``) read from its
+    current position to its end.
+
+    ``limit`` reads at most that many bytes, and a seekable file object is then put back where it
+    was, so reading a header does not consume the stream. A missing or unreadable file raises
+    :class:`ReadError` naming it.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return data if limit is None else data[:limit]
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fsdecode(source)
+        try:
+            with open(path, "rb") as f:
+                return f.read() if limit is None else _read_up_to(f, limit)
+        except FileNotFoundError:
+            msg = f"{path}: no such file"
+            raise ReadError(msg) from None
+        except IsADirectoryError:
+            msg = f"{path}: is a folder, not a file"
+            raise ReadError(msg) from None
+        except OSError as e:
+            msg = f"{path}: cannot read ({e.strerror or e})"
+            raise ReadError(msg) from None
+    if callable(getattr(source, "read", None)):
+        start = _tell(source) if limit is not None else None
+        data = _binary(source.read()) if limit is None else _read_up_to(source, limit)
+        if start is not None:
+            source.seek(start)
+        return data
+    msg = f"expected bytes, a path or a binary file object, got {type(source).__name__}"
+    raise TypeError(msg)
+
+
+def _tell(f: Any) -> int | None:
+    try:
+        return f.tell() if f.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _read_up_to(f: Any, n: int) -> bytes:
+    """Up to ``n`` bytes: short reads (pipes, raw streams) are continued until ``n`` or the end."""
+    chunks: list[Any] = []
+    got = 0
+    while got < n:
+        b = _binary(f.read(n - got))
+        if not b:
+            break
+        chunks.append(b)
+        got += len(b)
+    return b"".join(chunks)
+
+
+def _binary(data: Any) -> bytes:
+    if data is None:  # a non-blocking stream with nothing to read yet
+        return b""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        msg = f"expected a binary file object (open it with 'rb'); its read() returned {type(data).__name__}"
+        raise TypeError(msg)
+    return bytes(data)
+
+
+@contextmanager
+def naming(source: Any) -> Iterator[None]:
+    """Prefix the file's name to a :class:`VaecodecError` raised inside, when ``source`` has a name."""
+    try:
+        yield
+    except VaecodecError as e:
+        name = source_name(source)
+        if name is None or str(e).startswith(f"{name}: "):
+            raise
+        raise type(e)(f"{name}: {e}").with_traceback(e.__traceback__) from None
+
+
+def read_header(source: Source) -> Header:
+    """Parse and validate the header fields only (the CRC and streams are not checked).
+
+    ``source`` is bytes, a path or a binary file object (:func:`read_source`); only the first
+    :data:`MAX_HEADER_BYTES` are read, and a seekable file object is left where it was.
+    """
+    data = read_source(source, limit=MAX_HEADER_BYTES)
+    with naming(source):
+        return _parse_header(_Reader(data))
 
 
 def unpack(data: bytes) -> VaeFile:
