@@ -4,7 +4,7 @@ An A/B test of a training change (another crop size, level weights, learning rat
 two runs from one checkpoint and needs one number per arm that tracks the Kodak benchmark
 without touching Kodak. This tool gives, per checkpoint or weights file:
 
-* the run's own validation (``vaecodec.train.validate``: estimated bpp from the priors,
+* the run's own validation (``vaecodec.training.loop.validate``: estimated bpp from the priors,
   PSNR of the rounded reconstruction) at every rung of the ladder, and its mean loss;
 * the BD-rate of that curve against JPEG 4:2:0 (the benchmark's settings, quality 5..95)
   on the same held-out photos.
@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaecodec.export import model_from_checkpoint
-from vaecodec.train import list_images, load_rgb, resolve_precision, split_train_val, validate
+from vaecodec.training.export import model_from_checkpoint
+from vaecodec.training.loop import list_images, load_rgb, resolve_precision, split_train_val, validate
 
 from .codecs import baseline_codecs
 from .metrics import bd_rate, bpp, psnr

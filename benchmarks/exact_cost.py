@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from vaecodec.exact import ExactEntropyParameters, symbols_from_z_hat
-from vaecodec.export import model_from_checkpoint
+from vaecodec.training.export import model_from_checkpoint
 from vaecodec.model import HyperpriorModel
 
 from .metrics import bd_rate

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from vaecodec import Codec
-from vaecodec.train import list_images, load_rgb, split_train_val
+from vaecodec.training.loop import list_images, load_rgb, split_train_val
 
 from .checkpoints import jpeg_curve
 from .metrics import bd_rate, bpp, psnr
@@ -39,7 +39,7 @@ def load_codec(what: str, tmp: Path) -> Codec:
     if what.endswith(".safetensors"):
         return Codec(weights=what)
     if what.endswith(".pt"):
-        from vaecodec.export import export, model_from_checkpoint
+        from vaecodec.training.export import export, model_from_checkpoint
 
         out = tmp / (Path(what).parent.name + "-" + Path(what).stem + ".safetensors")
         export(model_from_checkpoint(what), out, model_id="heldout@0")

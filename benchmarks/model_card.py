@@ -300,7 +300,7 @@ def training_data_facts(folder: Path, val_fraction: float) -> dict[str, Any] | N
     """Image count, sizes and the train/validation split of the training folder (None if absent)."""
     from PIL import Image
 
-    from vaecodec.train import list_images, split_train_val
+    from vaecodec.training.loop import list_images, split_train_val
 
     if not Path(folder).is_dir():
         return None
@@ -604,7 +604,7 @@ def _data_md(data: dict[str, Any] | None, data_dir: str) -> list[str]:
               f"{data['short_512']} of them), see `../shared/datasets/README.md` for sources, licences and "
               "processing.", ""]
         if data["k"]:
-            L += ["Validation hold-out (deterministic, `vaecodec.train.split_train_val`): the files sorted "
+            L += ["Validation hold-out (deterministic, `vaecodec.training.loop.split_train_val`): the files sorted "
                   f"by name, every {_ordinal(data['k'])} starting with the {_ordinal(data['k'] // 2 + 1)}: "
                   f"{len(data['val'])} images held out, {data['train']} used for training. Held out: "
                   + ", ".join(f"`{n}`" for n in data["val"]) + ".", ""]
@@ -768,7 +768,7 @@ def _commands_md(log_arg: str, weights: dict[str, Any], cfg: dict[str, Any] | No
             "interruption), then ship the best checkpoint (fp16 weights into `vaecodec/weights/`, sha256 "
             "into `manifest.json`):", "",
             "```sh", _train_command(cfg, run_dir),
-            "python -c \"from vaecodec.export import model_from_checkpoint, ship; "
+            "python -c \"from vaecodec.training.export import model_from_checkpoint, ship; "
             f"ship(model_from_checkpoint('{run_dir}/best.pt'), '{model_id}')\"", "```", "",
             f"For weights outside the package: `python -m vaecodec export {run_dir}/best.pt "
             "-o my.safetensors --model-id mine@1`. With several processes (PyTorch DDP, gloo on CPU): "

@@ -8,10 +8,10 @@ import torch
 
 from conftest import natural_like
 from vaecodec import container, latent_coding
-from vaecodec.codec import Codec, quality_to_level
+from vaecodec.codec import Codec
 from vaecodec.errors import DesyncError
 from vaecodec.exact import ExactContext, ExactEntropyParameters
-from vaecodec.model import CheckerboardModel, checkerboard_mask
+from vaecodec.model import checkerboard_mask
 
 
 @pytest.fixture(scope="module")

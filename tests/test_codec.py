@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from conftest import natural_like
-from vaecodec import codec as codec_mod
 from vaecodec import container, latent_coding
 from vaecodec.codec import Codec
 from vaecodec.errors import DesyncError, FormatError, ModelMismatchError, VaecodecError

@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import REPO, natural_like
 from vaecodec import cli
 from vaecodec.model import HyperpriorModel
-from vaecodec.train import TrainConfig, split_train_val, train
+from vaecodec.training.loop import TrainConfig, split_train_val, train
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def weights(out) -> dict[str, torch.Tensor]:
 
 def exported(data_dir, tmp_path, **kw) -> str:
     """A .safetensors file of a one-step run (model id "a@1"), for --init."""
-    from vaecodec.export import export, model_from_checkpoint
+    from vaecodec.training.export import export, model_from_checkpoint
 
     train(config(data_dir, tmp_path / "a", steps=1, val_fraction=0, **kw), progress=False)
     w = tmp_path / "a.safetensors"
@@ -68,7 +68,7 @@ def test_training_logs_validates_and_checkpoints(data_dir, tmp_path):
 
 
 def test_weight_average_follows_the_live_weights(data_dir, tmp_path):
-    from vaecodec.export import model_from_checkpoint
+    from vaecodec.training.export import model_from_checkpoint
 
     train(config(data_dir, tmp_path, steps=6, val_fraction=0, ema_decay=0.5), progress=False)
     ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
@@ -82,7 +82,7 @@ def test_weight_average_follows_the_live_weights(data_dir, tmp_path):
 
 def test_weights_with_fewer_levels_grow_a_lower_rung(data_dir, tmp_path):
     """A checkpoint from the 8-level ladder resumes on the 9-level one (model, moments, average)."""
-    from vaecodec.model import add_low_levels
+    from vaecodec.training.surgery import add_low_levels
 
     old = HyperpriorModel(8, 12, levels=8).state_dict()
     grown = add_low_levels(old, 9)
@@ -184,7 +184,7 @@ def test_channels_default_to_those_of_the_init_weights_or_the_resumed_run(data_d
     assert (ck["config"]["N"], ck["config"]["M"]) == (8, 16) and ck["model"]["g_a.6.weight"].shape[0] == 16
     train(config(data_dir, tmp_path / "b", steps=2, val_fraction=0, N=None, M=None), progress=False)
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["step"] == 2
-    from vaecodec.train import _channels
+    from vaecodec.training.loop import _channels
 
     assert _channels(TrainConfig(data="d", out="o"), None, None) == (128, 192)  # from scratch
 
@@ -235,7 +235,7 @@ def test_fine_tune_keeps_averaging_from_the_init_weights_through_the_warm_up(dat
 
 
 def test_auto_precision_is_float32_on_a_cpu_without_fast_bf16(data_dir, tmp_path, monkeypatch, caplog):
-    import vaecodec.train as vt
+    import vaecodec.training.loop as vt
 
     monkeypatch.setattr(vt, "fast_bf16", lambda device: False)
     with caplog.at_level("INFO", logger=vt.log.name):
@@ -276,7 +276,7 @@ def test_missing_data_folder_is_a_training_error(tmp_path):
 
 def test_level_weights_steer_the_sampled_rates(tmp_path):
     from vaecodec.errors import TrainingError
-    from vaecodec.train import _sample_levels
+    from vaecodec.training.loop import _sample_levels
 
     gen = torch.Generator().manual_seed(0)
     top = _sample_levels(TrainConfig("d", "o", level_weights=(0,) * 8 + (1,)), 2000, gen, 9)
@@ -296,7 +296,7 @@ def test_level_weights_steer_the_sampled_rates(tmp_path):
 def test_level_balance_weights_each_crop_by_its_rate(data_dir, tmp_path):
     from vaecodec.errors import TrainingError
     from vaecodec.model import LAMBDAS
-    from vaecodec.train import loss_weights, rd_loss
+    from vaecodec.training.loop import loss_weights, rd_loss
 
     lam = torch.tensor(LAMBDAS)
     assert torch.equal(loss_weights(lam, 0.0), torch.ones(9))
@@ -396,7 +396,7 @@ def _trained_from(old: HyperpriorModel, data_dir, tmp_path, **channels) -> dict:
 
 def test_widening_y_keeps_the_function_and_lets_the_new_channels_learn(data_dir, tmp_path):
     """--channels N M with --init weights of fewer y channels widens them (Net2Net-style)."""
-    from vaecodec.model import widen_latents
+    from vaecodec.training.surgery import widen_latents
 
     torch.manual_seed(0)
     old = HyperpriorModel(8, 12).eval()
@@ -426,7 +426,7 @@ def test_widening_y_keeps_the_function_and_lets_the_new_channels_learn(data_dir,
 
 def test_widening_the_transforms_keeps_the_function_and_lets_the_new_units_learn(data_dir, tmp_path):
     """--channels N M with --init weights of a narrower N widens g_a, g_s, h_a, h_s and z."""
-    from vaecodec.model import widen_transforms
+    from vaecodec.training.surgery import widen_transforms
 
     torch.manual_seed(0)
     old = HyperpriorModel(8, 12)

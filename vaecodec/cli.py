@@ -404,7 +404,7 @@ def train(data: str, out: str, **kw: Any) -> None:
         )
         err(f"validation: {json.dumps(run_context(args))}")
         return
-    from .train import TrainConfig, train as run
+    from .training.loop import TrainConfig, train as run
 
     n_ch, m_ch = kw["channels"] or (None, None)  # None: from the resumed run or --init
     cfg = TrainConfig(
@@ -429,7 +429,7 @@ def train(data: str, out: str, **kw: Any) -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 def export(checkpoint: str, output: str, model_id: str, fp32: bool, force: bool) -> None:
     """Export a training checkpoint to a weights file usable with --weights."""
-    from .export import export as run, model_from_checkpoint
+    from .training.export import export as run, model_from_checkpoint
 
     out = Path(output)
     if out.exists() and not force:

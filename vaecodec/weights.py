@@ -1,6 +1,6 @@
 """The shipped model's identity and its weights: safetensors only, sha256-checked at load.
 
-``weights/manifest.json`` (package data, written by :func:`vaecodec.export.export`) lists each
+``weights/manifest.json`` (package data, written by :func:`vaecodec.training.export.export`) lists each
 model id with its file, sha256 and shape. Reading the manifest needs neither torch nor numpy,
 so ``vaecodec info`` stays instant; loading the tensors does.
 """

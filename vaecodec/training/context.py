@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ..model import CheckerboardModel, checkerboard_mask, fast_bf16
-from ..train import list_images, load_rgb, split_train_val
+from .loop import list_images, load_rgb, split_train_val
 
 CONTEXT_PARAMS = ("context.", "entropy_parameters.")
 
@@ -114,8 +114,11 @@ def step_loss(model: CheckerboardModel, ya: Tensor, level: Tensor, autocast: boo
 
 
 @torch.no_grad()
-def validate(model: CheckerboardModel, latents: list[Tensor], levels: tuple[float, ...], pixels: list[int]) -> dict:
-    """Estimated bits with rounded latents: hyperprior alone against the context, per level."""
+def validate(model: CheckerboardModel, latents: list[Tensor], levels: tuple[float, ...]) -> dict:
+    """Estimated bits with rounded latents: hyperprior alone against the context, per level.
+
+    Each photo's latents are cropped to whole hyper-latent positions (multiples of 4).
+    """
     model.eval()
     res: dict[str, Any] = {}
     savings = []
@@ -124,7 +127,10 @@ def validate(model: CheckerboardModel, latents: list[Tensor], levels: tuple[floa
         g = model.gains(level)[0]
         b_base = b_new = 0.0
         per = []
-        for ya, px in zip(latents, pixels):
+        for ya in latents:
+            hy, wy = ya.shape[-2] // 4 * 4, ya.shape[-1] // 4 * 4  # whole z positions
+            ya = ya[..., :hy, :wy]
+            px = hy * wy * 256
             y = ya * g
             z_lik, scales, means = model.hyper_params(y, level, noise=False)
             scales, means = model.coded_params(scales, means)
@@ -209,7 +215,7 @@ def train(args: argparse.Namespace) -> dict:
         t0 = now
         done = now - t_start >= args.max_minutes * 60 - 30 or stop["flag"] or step >= args.steps
         if done or now - t_val >= args.val_every:
-            v = validate(model, val_lat, val_levels, val_px)
+            v = validate(model, val_lat, val_levels)
             rec = {"step": step, "seconds": round(seconds, 1), "val": v}
             log.write(json.dumps(rec) + "\n")
             log.flush()

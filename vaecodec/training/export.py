@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import TrainingError
-from .model import LAMBDAS, HyperpriorModel, arch_of, build_model
-from .weights import MANIFEST, WEIGHTS_DIR, WEIGHTS_FORMAT, sha256_file
+from ..errors import TrainingError
+from ..model import LAMBDAS, HyperpriorModel, arch_of, build_model
+from ..weights import MANIFEST, WEIGHTS_DIR, WEIGHTS_FORMAT, sha256_file
 
 _TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
@@ -23,7 +23,7 @@ def model_from_checkpoint(path: str | Path, *, averaged: bool = True) -> Hyperpr
     """
     path = Path(path)
     if path.suffix == ".safetensors":
-        from .weights import load_state_dict, spec_from_file
+        from ..weights import load_state_dict, spec_from_file
 
         spec = spec_from_file(path)
         model = build_model(spec.arch, spec.N, spec.M, spec.levels)
@@ -35,7 +35,7 @@ def model_from_checkpoint(path: str | Path, *, averaged: bool = True) -> Hyperpr
         msg = f"{path}: not a readable checkpoint ({e})"
         raise TrainingError(msg) from None
     if "context" in ck:  # a checkerboard context run: its base weights plus the context
-        from .training.context import model_from_context_checkpoint
+        from .context import model_from_context_checkpoint
 
         return model_from_context_checkpoint(path)
     cfg = ck.get("config", {})

@@ -30,9 +30,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import TrainingError
-from .model import (LAMBDAS, HyperpriorModel, add_low_levels, fast_bf16, lambda_at, widen_latents,
-                    widen_transforms)
+from ..errors import TrainingError
+from ..model import LAMBDAS, HyperpriorModel, fast_bf16, lambda_at
+from .surgery import add_low_levels, widen_latents, widen_transforms
 
 log = logging.getLogger(__name__)
 
@@ -283,11 +283,11 @@ def validate(
 
 def _init_state(init: str) -> dict[str, torch.Tensor]:
     if init == "shipped":
-        from .weights import load_state_dict, shipped_weights_path
+        from ..weights import load_state_dict, shipped_weights_path
 
         return load_state_dict(shipped_weights_path())
     if init.endswith(".safetensors"):
-        from .weights import load_state_dict
+        from ..weights import load_state_dict
 
         return load_state_dict(Path(init))
     return torch.load(init, map_location="cpu", weights_only=False)["model"]

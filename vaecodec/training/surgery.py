@@ -1,0 +1,162 @@
+"""Checkpoint surgery: growing a trained model's state while keeping its function.
+
+Used by training (``vaecodec train --init ... --channels ...``) and never by the codec:
+new rate levels below the ladder, wider latents, wider transforms.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from compressai.layers import GDN
+
+from ..model import LEVEL_PARAMS
+
+
+def add_low_levels(state: dict[str, Tensor], levels: int, *, moments: bool = False) -> dict[str, Tensor]:
+    """Grow the per-level rows of ``state`` (weights trained with fewer levels) to ``levels``.
+
+    New rows go below level 0, extrapolating the log-gains linearly (the next lower λ
+    wants a coarser quantizer); training then refines them. With ``moments`` (an
+    optimizer's running averages for those rows) the new rows copy row 0 instead.
+    """
+    out = dict(state)
+    for name in LEVEL_PARAMS:
+        t = out.get(name)
+        if t is None or t.dim() != 2 or t.shape[0] >= levels:
+            continue
+        while t.shape[0] < levels:
+            row = t[:1] if moments or t.shape[0] < 2 else 2 * t[:1] - t[1:2]
+            t = torch.cat([row, t])
+        out[name] = t
+    return out
+
+
+def _grow(t: Tensor, dim: int, n: int, scale: float, gen: torch.Generator) -> Tensor:
+    """``t`` grown to ``n`` along ``dim``: zeros, or random at ``scale`` times ``t``'s spread."""
+    shape = list(t.shape)
+    shape[dim] = n - shape[dim]
+    if not scale:
+        return torch.cat([t, torch.zeros(shape, dtype=t.dtype)], dim)
+    extra = torch.randn(shape, generator=gen) * (float(t.float().std()) * scale)
+    return torch.cat([t, extra.to(t.dtype)], dim)
+
+
+def _old_width(state: dict[str, Tensor], key: str, n: int, what: str) -> int:
+    """The width of ``state`` that ``key``'s first dimension gives; an error if ``n`` is narrower."""
+    old = state[key].shape[0]
+    if n < old:
+        msg = f"cannot narrow {what} from {old} to {n} channels"
+        raise ValueError(msg)
+    return old
+
+
+def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[str, Tensor]:
+    """Grow y of ``state`` (a :class:`HyperpriorModel` state dict) to ``M`` channels, same function.
+
+    Function-preserving widening in the manner of Net2Net (Chen, Goodfellow and Shlens,
+    ICLR 2016). A new y channel is computed by tiny random weights, so it quantizes to 0,
+    and is read by small random weights in the synthesis (zero weights would leave it dead:
+    a channel that quantizes to 0 gets no gradient into weights that read it, and zero
+    weights send none back); the hyper-analysis reads it with zeros, so z is unchanged. The
+    decoded image and the prior of the old channels stay the same as long as the new
+    channels quantize to 0. Their prior starts with zero mean and the smallest scale (they
+    cost about nothing until they carry something); their gains start at the mean of the
+    old ones. The hyper-synthesis' hidden widths (``M`` and ``3M/2``) grow alike: new units
+    silent, read by random weights, or active and read by zeros.
+    """
+    old = _old_width(state, "g_a.6.weight", M, "y")
+    if M == old:
+        return dict(state)
+    gen, out = torch.Generator().manual_seed(seed), dict(state)
+
+    def grow(t: Tensor, dim: int, n: int, scale: float = 0.0) -> Tensor:
+        return _grow(t, dim, n, scale, gen)
+
+    h_old, h_new = old * 3 // 2, M * 3 // 2
+    # conv N -> M: new outputs small and random (tiny values that round to 0)
+    out["g_a.6.weight"] = grow(out["g_a.6.weight"], 0, M, 0.01)
+    out["g_a.6.bias"] = grow(out["g_a.6.bias"], 0, M)
+    for name in ("gain", "inv_gain"):
+        t = out[name]
+        out[name] = torch.cat([t, t.mean(1, keepdim=True).expand(-1, M - old)], 1)
+    out["h_a.0.weight"] = grow(out["h_a.0.weight"], 1, M)  # conv M -> N: new inputs unread
+    # deconv M -> N: new inputs read by small weights (they are 0 for now)
+    out["g_s.0.weight"] = grow(out["g_s.0.weight"], 0, M, 0.1)
+    # h_s: deconv N -> M (new hidden units silent), deconv M -> 3M/2 (new rows random: they read
+    # silent units; new columns random: read by zeros below), conv 3M/2 -> 2M (scales | means)
+    out["h_s.0.weight"] = grow(out["h_s.0.weight"], 1, M)
+    out["h_s.0.bias"] = grow(out["h_s.0.bias"], 0, M)
+    out["h_s.2.weight"] = grow(grow(out["h_s.2.weight"], 0, M, 1.0), 1, h_new, 1.0)
+    out["h_s.2.bias"] = grow(out["h_s.2.bias"], 0, h_new)
+    w, b = grow(out["h_s.4.weight"], 1, h_new), out["h_s.4.bias"]
+    out["h_s.4.weight"] = torch.cat([grow(half, 0, M) for half in w.chunk(2, 0)])
+    out["h_s.4.bias"] = torch.cat([grow(half, 0, M) for half in b.chunk(2, 0)])
+    return out
+
+
+def widen_transforms(state: dict[str, Tensor], N: int, *, seed: int = 0) -> dict[str, Tensor]:
+    """Grow the width ``N`` of ``state``'s transforms (and of z) to ``N`` channels, same function.
+
+    The companion of :func:`widen_latents`, for the hidden layers: each new unit of g_a, g_s,
+    h_a and h_s computes something (random incoming weights at the old weights' spread) and
+    is read by zero weights, so it can learn without changing the output; a GDN leaves the
+    old units' normalisation alone (new cross terms of gamma are 0). New z channels are
+    computed by tiny weights, so they quantize to 0, and are read by small random weights
+    in h_s. Their factorized prior is a copy of the most concentrated old channel's, shifted
+    to have its median at 0 (they cost almost nothing until they carry something). The
+    entropy coder's tables are dropped: ``update()`` rebuilds them.
+    """
+    old = _old_width(state, "g_a.0.weight", N, "the transforms")
+    if N == old:
+        return dict(state)
+    gen, out = torch.Generator().manual_seed(seed), dict(state)
+
+    def grow(name: str, dim: int, scale: float = 0.0) -> None:
+        out[name] = _grow(out[name], dim, N, scale, gen)
+
+    def gdn(p: str) -> None:  # a fresh GDN's parameters (no cross terms), the old block kept
+        fresh = GDN(N).state_dict()
+        for name in ("beta", "gamma"):
+            t = fresh[name].to(out[f"{p}.{name}"].dtype)
+            t[(slice(0, old),) * t.dim()] = out[f"{p}.{name}"]
+            out[f"{p}.{name}"] = t
+
+    # analysis: conv(3,N) GDN conv(N,N) GDN conv(N,N) GDN conv(N,M); Conv2d weights are out×in
+    grow("g_a.0.weight", 0, 1.0), grow("g_a.0.bias", 0)
+    for i in (2, 4):
+        grow(f"g_a.{i}.weight", 0, 1.0), grow(f"g_a.{i}.weight", 1), grow(f"g_a.{i}.bias", 0)
+    grow("g_a.6.weight", 1)
+    # synthesis: ConvTranspose2d weights are in×out
+    grow("g_s.0.weight", 1, 1.0), grow("g_s.0.bias", 0)
+    for i in (2, 4):
+        grow(f"g_s.{i}.weight", 1, 1.0), grow(f"g_s.{i}.weight", 0), grow(f"g_s.{i}.bias", 0)
+    grow("g_s.6.weight", 0)
+    for p in ("g_a.1", "g_a.3", "g_a.5", "g_s.1", "g_s.3", "g_s.5"):
+        gdn(p)
+    # hyper-analysis conv(M,N) conv(N,N) conv(N,N) -> z; the last one's new outputs are tiny
+    grow("h_a.0.weight", 0, 1.0), grow("h_a.0.bias", 0)
+    grow("h_a.2.weight", 0, 1.0), grow("h_a.2.weight", 1), grow("h_a.2.bias", 0)
+    grow("h_a.4.weight", 0, 0.01), grow("h_a.4.weight", 1), grow("h_a.4.bias", 0)
+    grow("h_s.0.weight", 0, 0.1)  # deconv N -> M reads the new z channels (0 for now)
+    for name in ("hyper_gain", "inv_hyper_gain"):
+        t = out[name]
+        out[name] = torch.cat([t, t.mean(1, keepdim=True).expand(-1, N - old)], 1)
+    # factorized prior of the new z channels: the most concentrated old channel, median moved to 0
+    q = out["entropy_bottleneck.quantiles"]
+    src = int((q[:, 0, 2] - q[:, 0, 0]).argmin())
+    median = q[src, 0, 1]
+    eb = "entropy_bottleneck."
+    density = [k for k in out if k.startswith((eb + "matrices.", eb + "biases.", eb + "factors."))]
+    for name in density:
+        row = out[name][src:src + 1].clone()
+        if name == eb + "biases.0":  # the first layer is softplus(matrix) @ z + bias: z -> z + median
+            slope = torch.nn.functional.softplus(out[eb + "matrices.0"][src:src + 1].float())
+            row = row + (slope * median).to(row.dtype)
+        out[name] = torch.cat([out[name], row.expand(N - old, *row.shape[1:])])
+    out[eb + "quantiles"] = torch.cat([q, (q[src:src + 1] - median).expand(N - old, -1, -1)])
+    for name in ("_offset", "_quantized_cdf", "_cdf_length"):
+        if eb + name in out:
+            out[eb + name] = out[eb + name].new_zeros(0)
+    return out
