@@ -71,7 +71,7 @@ def test_float_arrays_outside_0_1_are_refused_not_clipped(dtype):
 
 def test_float_tensors_outside_0_1_are_refused():
     t = torch.from_numpy(natural_like(6, 5)).permute(2, 0, 1).float()
-    with pytest.raises(ImageError, match=r"tensor: float32 values lie in \[\d+, \d+\]; float images must lie in"):
+    with pytest.raises(ImageError, match=r"tensor: float32 values lie in \[\d+, \d+\]; float images must"):
         to_planes(t)
     assert np.array_equal(to_planes(t / 255).rgb, natural_like(6, 5))
     assert np.array_equal(to_planes((t / 255).bfloat16()).rgb, to_planes((t / 255).bfloat16().float()).rgb)
