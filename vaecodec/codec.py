@@ -31,7 +31,8 @@ from .weights import ModelSpec, get_spec, load_state_dict, spec_from_file
 DEFAULT_QUALITY = 75.0
 QUALITY_RANGE = (0.0, 100.0)
 TARGET_BPP_TOLERANCE = 0.05
-#: Pixels per latent (y) element along each axis.
+#: Pixels per latent (y) element along each axis (of the shipped architectures; a loaded
+#: codec uses its model's ``latent_stride``).
 LATENT_STRIDE = 16
 #: Analysis and synthesis run on tiles of this many latents (×16 pixels) per side, each with a
 #: margin of TILE_MARGIN latents of real context, so memory stays bounded for huge images. The
@@ -44,7 +45,7 @@ MAX_REFINE = 1000  # the CLI's --refine range repeats it (the CLI does not impor
 
 
 def quality_to_level(quality: float, levels: int) -> float:
-    """Map the user's 0..100 quality onto the continuous gain ladder 0..levels-1."""
+    """The level of ``quality`` on a ladder of ``levels`` (:meth:`HyperpriorModel.quality_to_level`)."""
     return float(quality) / 100.0 * (levels - 1)
 
 
@@ -151,7 +152,7 @@ class Codec:
     # ------------------------------------------------------------------ network stages
 
     def _levels(self, quality: float, n: int) -> torch.Tensor:
-        return torch.full((n,), quality_to_level(quality, self.model.levels))
+        return torch.full((n,), self.model.quality_to_level(quality))
 
     def _images_per_pass(self, n: int) -> int:
         """Images per analysis/synthesis pass in a batch call of ``n``.
@@ -166,7 +167,7 @@ class Codec:
     def _analysis(self, rgb: np.ndarray, quality: float) -> torch.Tensor:
         """B×H×W×3 uint8 → gained latents y (B×M×h×w, float32, CPU), tile by tile."""
         n, h, w, _ = rgb.shape
-        f, s = self.factor, LATENT_STRIDE
+        f, s = self.factor, self.model.latent_stride
         hy, wy = -(-h // f) * (f // s), -(-w // f) * (f // s)
         g = self.model.gains(self._levels(quality, n))[0].to(self.device)
         y = torch.empty(n, self.spec.M, hy, wy)
@@ -184,7 +185,7 @@ class Codec:
     def _synthesis(self, y_hat: torch.Tensor, quality: float, h: int, w: int) -> np.ndarray:
         """B×M×h×w → B×H×W×3 uint8 (cropped to the original size), tile by tile."""
         n, _, hy, wy = y_hat.shape
-        s = LATENT_STRIDE
+        s = self.model.latent_stride
         ig = self.model.gains(self._levels(quality, n))[1].to(self.device)
         out = np.empty((n, h, w, 3), dtype=np.uint8)
         for (r0, r1, c0, c1), (a0, a1, b0, b1) in tiles(hy, wy, TILE_LATENTS, TILE_MARGIN):
@@ -201,12 +202,12 @@ class Codec:
 
     def _code(self, y: torch.Tensor, quality: float, timer: _Timer) -> tuple[bytes, list[bytes], int]:
         """One image's y (1×M×h×w) → z stream, y streams, index CRC (:mod:`vaecodec.latent_coding`)."""
-        return self.coder.encode(y, quality_to_level(quality, self.model.levels), timer)
+        return self.coder.encode(y, self.model.quality_to_level(quality), timer)
 
     def _decode_latents(self, vf: VaeFile, timer: _Timer) -> torch.Tensor:
         h = vf.header
         hz, wz = -(-h.height // self.factor), -(-h.width // self.factor)
-        level = quality_to_level(h.quality, self.model.levels)
+        level = self.model.quality_to_level(h.quality)
         return self.coder.decode(vf.z, vf.y, level, hz, wz, h.index_crc, timer)
 
     # ------------------------------------------------------------------ public
@@ -279,7 +280,7 @@ class Codec:
             # the codec keeps h_s and the priors on the CPU; refinement wants the whole model on one device
             on_cpu = self.device.type == "cpu"
             self._refine_model = self.model if on_cpu else copy.deepcopy(self.model).to(self.device)
-        level = quality_to_level(quality, self.model.levels)
+        level = self.model.quality_to_level(quality)
         return refine_latents(self._refine_model, y, rgb, level, steps, device=self.device)
 
     def _finish(self, p: image.Planes, y: torch.Tensor, quality: float, timer: _Timer) -> bytes:

@@ -135,6 +135,13 @@ class HyperpriorModel(CompressionModel):
         """Input height and width must be multiples of this."""
         return 64
 
+    #: Pixels per y latent along each axis (the analysis' four stride-2 convolutions).
+    latent_stride = 16
+
+    def quality_to_level(self, quality: float) -> float:
+        """The user's quality 0..100 on this model's continuous level ladder 0..levels-1 (linear)."""
+        return float(quality) / 100.0 * (self.levels - 1)
+
     def gains(self, level: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Gain, inverse gain, hyper gain and inverse hyper gain at ``level`` (B), each B×C×1×1."""
         return tuple(  # type: ignore[return-value]

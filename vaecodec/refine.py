@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .codec import LATENT_STRIDE as STRIDE
 from .tiling import tiles as _tiles
 from .model import HyperpriorModel, fast_bf16, lambda_at, ste_round
 
@@ -73,6 +72,7 @@ def refine_latents(
     h, w = rgb.shape[:2]
     _, _, hy, wy = y.shape
     y = y.clone()
+    STRIDE = model.latent_stride  # noqa: N806 (pixels per latent)
     for (r0, r1, c0, c1), (a0, a1, b0, b1) in _tiles(hy, wy, TILE, MARGIN):
         # the tile's real pixels, relative to the window's origin
         pr0, pr1 = (r0 - a0) * STRIDE, min(h - a0 * STRIDE, (r1 - a0) * STRIDE)
