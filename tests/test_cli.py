@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import subprocess
 import sys
+from fnmatch import fnmatch
+from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import natural_like
+from conftest import REPO, natural_like
 from vaecodec import cli
 from vaecodec.errors import VaecodecError
 
@@ -193,16 +197,104 @@ def test_version_reports_cuda():
     assert r.exit_code == 0 and "vaecodec" in r.stdout and "torch" in r.stdout and "CUDA" in r.stdout
 
 
+def test_version_prints_no_warning_and_does_not_import_compressai():
+    from importlib.metadata import version
+
+    code = (
+        "import sys\n"
+        "from vaecodec.cli import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit as e:\n    assert e.code in (None, 0), e.code\n"
+        "assert 'compressai' not in sys.modules\n"
+    )
+    env = {**os.environ, "PYTHONWARNINGS": "default"}  # every warning shown, whatever the caller's setting
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert f"compressai {version('compressai')}" in r.stdout
+
+
+def info_fields(block: str) -> dict[str, str]:
+    lines = block.splitlines()
+    assert all(line.startswith("  ") and ": " in line for line in lines[1:]), block
+    return {"file": lines[0], **dict(line.strip().split(": ", 1) for line in lines[1:])}
+
+
 def test_info_runs_without_torch(run, png, tmp_path):
     run("encode", png, "-o", tmp_path / "a.vae")
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['numpy'] = None\n"
         "from vaecodec.cli import main\n"
-        f"main(['info', {str(tmp_path / 'a.vae')!r}])"
+        f"main(['info', {str(tmp_path / 'a.vae')!r}, {str(tmp_path / 'a.vae')!r}])"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "model_id" in r.stdout and "width            56" in r.stdout
+    blocks = r.stdout.strip().split("\n\n")
+    assert len(blocks) == 2 and info_fields(blocks[0])["size"] == "56x40"
+
+
+@pytest.fixture
+def two_vae(run, png, tmp_path):
+    paths = [tmp_path / "a.vae", tmp_path / "b.vae"]
+    for p, q in zip(paths, (10, 90)):
+        assert run("encode", png, "-o", p, "-q", q).exit_code == 0
+    return paths
+
+
+def test_info_prints_a_readable_block_per_file(run, two_vae):
+    r = run("info", *two_vae)
+    assert r.exit_code == 0 and r.stderr == ""
+    assert "{" not in r.stdout  # not a Python dict
+    blocks = r.stdout.strip().split("\n\n")
+    assert len(blocks) == 2
+    for block, path, q in zip(blocks, two_vae, (10, 90)):
+        f = info_fields(block)
+        assert f["file"] == str(path)
+        assert (f["size"], f["pixel format"], f["quality"]) == ("56x40", "RGB8", str(q))
+        assert f["model"].startswith("tiny@0 (weights tag ")
+        assert f["file size"].startswith(f"{path.stat().st_size} bytes, ")
+        assert re.fullmatch(r"z \d+, y \d+ \(\d+ chunks?\) bytes", f["streams"]), f["streams"]
+
+
+def test_info_json_is_one_object_per_line(run, two_vae):
+    r = run("info", *two_vae, "--json")
+    assert r.exit_code == 0
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [x["file"] for x in records] == [str(p) for p in two_vae]
+    assert [x["quality"] for x in records] == [10, 90]
+    assert all(x["bytes"] == p.stat().st_size for x, p in zip(records, two_vae))
+
+
+def test_info_continues_past_a_bad_file(run, two_vae, tmp_path):
+    (tmp_path / "junk.vae").write_bytes(b"junk")
+    r = run("info", tmp_path / "junk.vae", two_vae[0])
+    assert r.exit_code == 1 and "junk.vae" in one_error_line(r)
+    assert info_fields(r.stdout)["file"] == str(two_vae[0])  # no empty line for the skipped file
+    r = run("info", two_vae[0], tmp_path / "junk.vae", two_vae[1], "--json")
+    assert r.exit_code == 1 and "junk.vae" in one_error_line(r)
+    assert [json.loads(line)["file"] for line in r.stdout.splitlines()] == [str(p) for p in two_vae]
+
+
+def test_demo_without_argument_uses_the_sample_in_the_package(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # away from the repository's assets/
+    r = run("demo")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("coffee.png (sample shipped with vaecodec): 600x400 RGB8, model tiny@0")
+    assert "PSNR" in r.stdout
+
+
+def test_demo_with_a_path_uses_it(run, png):
+    r = run("demo", png, "-q", 30)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith(f"{png}: 56x40 RGB8") and "q=30" in r.stdout
+
+
+def test_sample_is_package_data():
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["vaecodec"]
+    pkg = Path(cli.__file__).parent
+    sample = (pkg / "samples" / cli.SAMPLE).relative_to(pkg).as_posix()
+    assert any(fnmatch(sample, p) for p in patterns), (sample, patterns)
+    assert Image.open(io.BytesIO(cli.sample_image())).size == (600, 400)
 
 
 def test_encode_killed_halfway_leaves_nothing(tmp_path):

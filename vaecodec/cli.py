@@ -4,6 +4,9 @@ Exit codes: 0 success; 1 a :class:`VaecodecError` (one line on stderr naming the
 the problem); 2 a usage error (click). stdout carries only payload (``-o -``) or the
 answer of ``info``; messages go to stderr. Heavy imports (torch) happen inside the
 commands that need them, so ``--help`` and ``info`` stay instant.
+
+``info`` prints one block of ``key: value`` lines per file, headed by the file name; with
+``--json`` it prints JSON Lines: one JSON object per file, one per line, in argument order.
 """
 
 from __future__ import annotations
@@ -151,11 +154,18 @@ def run_each(pairs: list[tuple[str, str]], action: Callable[[str, str], None], w
 def _print_version(ctx: click.Context, _param: Any, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    import compressai
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
 
+    # compressai's version from its metadata: importing it takes seconds and warns (its torch.jit.script)
+    try:
+        compressai_version = version("compressai")
+    except PackageNotFoundError:
+        compressai_version = "not installed"
     cuda = f"available ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "not available"
-    click.echo(f"vaecodec {__version__}\ntorch {torch.__version__}\ncompressai {compressai.__version__}\nCUDA {cuda}")
+    click.echo(f"vaecodec {__version__}\ntorch {torch.__version__}\ncompressai {compressai_version}\n"
+               f"CUDA {cuda}")
     ctx.exit()
 
 
@@ -291,10 +301,38 @@ def _format_for(path: str) -> str:
 
 
 @main.command()
-@click.argument("file")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info(file: str, as_json: bool) -> None:
-    """Show a .vae file's header (no model is loaded)."""
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON Lines: one JSON object per file (with its name under \"file\"), one per line.")
+def info(files: tuple[str, ...], as_json: bool) -> None:
+    """Show the header and layout of .vae files (no model is loaded).
+
+    One block of "key: value" lines per file, headed by the file name, blocks separated by an
+    empty line. A file that cannot be read or is not a valid .vae file gives one error line and
+    exit code 1; the others are still shown.
+    """
+    failed = shown = 0
+    for file in files:
+        try:
+            rec = _info_record(file)
+        except VaecodecError as e:
+            failed += 1
+            err(f"error: {e}")
+            continue
+        if as_json:
+            click.echo(json.dumps(rec))
+            continue
+        if shown:
+            click.echo()
+        shown += 1
+        click.echo(file)
+        for line in _info_lines(rec):
+            click.echo(f"  {line}")
+    if failed:
+        sys.exit(1)
+
+
+def _info_record(file: str) -> dict[str, Any]:
     data = read_input(file)
     try:
         vf = container.unpack(data)
@@ -302,7 +340,7 @@ def info(file: str, as_json: bool) -> None:
         msg = f"{file}: {e}"
         raise type(e)(msg) from None
     h = vf.header
-    rec = {
+    return {
         "file": file, "format_version": h.format_version, "model_id": h.model_id,
         "weights_tag": h.weights_tag.hex(), "width": h.width, "height": h.height,
         "pixel_format": h.pixel_format.name, "quality": h.quality, "bytes": len(data),
@@ -312,11 +350,25 @@ def info(file: str, as_json: bool) -> None:
                     **({"icc": len(vf.icc)} if vf.icc is not None else {})},
         "header_overhead": container.overhead(len(vf.streams), len(h.model_id)),
     }
-    if as_json:
-        click.echo(json.dumps(rec, indent=2))
-        return
-    for k, v in rec.items():
-        click.echo(f"{k:16} {v}")
+
+
+def _info_lines(rec: dict[str, Any]) -> list[str]:
+    """The human-readable form of an ``info`` record."""
+    s = rec["streams"]
+    n_y = len(s["y"])
+    streams = [f"z {s['z']}", f"y {sum(s['y'])} ({n_y} chunk{'' if n_y == 1 else 's'})"]
+    streams += [f"{k} {s[k]}" for k in ("alpha", "icc") if k in s]
+    return [
+        f"model: {rec['model_id']} (weights tag {rec['weights_tag']})",
+        f"size: {rec['width']}x{rec['height']}",
+        f"pixel format: {rec['pixel_format']}",
+        f"quality: {rec['quality']:g}",
+        f"file size: {rec['bytes']} bytes, {rec['bpp']:.4f} bpp",
+        f"streams: {', '.join(streams)} bytes",
+        f"header overhead: {rec['header_overhead']} bytes",
+        f"format version: {rec['format_version']}",
+        f"index CRC: {rec['index_crc']}",
+    ]
 
 
 @main.command()
@@ -439,22 +491,38 @@ def export(checkpoint: str, output: str, model_id: str, fp32: bool, force: bool)
     click.echo(f"{output}  sha256 {digest}")
 
 
+SAMPLE = "coffee.png"
+
+
+def sample_image() -> bytes:
+    """The sample photo shipped inside the package (``vaecodec/samples``), for ``demo`` without an argument."""
+    from importlib import resources
+
+    return (resources.files(__package__) / "samples" / SAMPLE).read_bytes()
+
+
 @main.command()
-@click.argument("image", default="assets/coffee.png")
+@click.argument("image", required=False)
 @click.option("-q", "--quality", type=click.FloatRange(0, 100), default=75, show_default=True)
-def demo(image: str, quality: float) -> None:
-    """Encode and decode IMAGE with the shipped model; print size, bpp and PSNR (and JPEG's at that size)."""
+def demo(image: str | None, quality: float) -> None:
+    """Encode and decode IMAGE with the shipped model; print size, bpp and PSNR (and JPEG's at that size).
+
+    Without IMAGE, a sample photo shipped with vaecodec is used.
+    """
     import io
 
     import numpy as np
     from PIL import Image
 
-    from .codec import Codec
     from .image import assemble, open_image
 
-    planes = open_image(image)
+    if image is None:
+        image = f"{SAMPLE} (sample shipped with vaecodec)"
+        planes = open_image(image, sample_image())
+    else:
+        planes = open_image(image)
     original = assemble(planes.rgb, planes.pixel_format, planes.alpha)
-    codec = Codec()
+    codec = _codec(None, None, "cpu")
     t0 = time.perf_counter()
     data = codec.encode(planes, quality=quality)
     t1 = time.perf_counter()
