@@ -143,11 +143,11 @@ def _throughput_md(bench: dict[str, Any]) -> list[str]:
     stage_rows = [r for r in rows if r["stages"]]
     if stage_rows:
         out += ["", "vaecodec by stage (mean seconds per image, batch 1, from the `stats=` dicts):", "",
-                "| op | device | stage | s/image | share |", "|---|---|---|---|---|"]
+                "| codec | op | device | stage | s/image | share |", "|---|---|---|---|---|---|"]
         for r in stage_rows:
             total = sum(r["stages"].values()) or math.nan
             for k, v in r["stages"].items():
-                out.append(f"| {r['op']} | {r['device']} | {k} | {v:.4f} | {100 * v / total:.0f} % |")
+                out.append(f"| {r['label']} | {r['op']} | {r['device']} | {k} | {v:.4f} | {100 * v / total:.0f} % |")
     return out
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.codecs import Codec, VaecodecCodec, baseline_codecs
+from benchmarks.codecs import Codec, VaecodecCodec, _other_models, baseline_codecs
 from benchmarks.conftest import bench_threads
 from benchmarks.metrics import bpp
 from benchmarks.rd import Sample
@@ -28,18 +28,20 @@ _WANTED = {n.strip() for n in os.environ.get("VAECODEC_BENCH_CODECS", "").split(
 BASELINES = {c.name: c for c in baseline_codecs(THREADS) if not _WANTED or c.name in _WANTED}
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 RUN_VAECODEC = not _WANTED or "vaecodec" in _WANTED
+#: The shipped default (None) and, at batch 1, every other shipped model (an older generation).
+MODELS = [None, *(m for m in _other_models() if not _WANTED or f"vaecodec:{m}" in _WANTED)]
 
-_vaecodec: dict[str, VaecodecCodec] = {}
+_vaecodec: dict[tuple[str, str | None], VaecodecCodec] = {}
 _encoded: dict[tuple[str, str], list[bytes]] = {}
 
 
-def vaecodec_on(device: str) -> VaecodecCodec:
-    if device not in _vaecodec:
+def vaecodec_on(device: str, model_id: str | None = None) -> VaecodecCodec:
+    if (device, model_id) not in _vaecodec:
         try:
-            _vaecodec[device] = VaecodecCodec(device=device)
+            _vaecodec[(device, model_id)] = VaecodecCodec(device=device, model_id=model_id)
         except Exception as exc:
             pytest.skip(f"vaecodec unavailable: {type(exc).__name__}: {exc}")
-    return _vaecodec[device]
+    return _vaecodec[(device, model_id)]
 
 
 def _sync(device: str) -> None:
@@ -86,10 +88,12 @@ def test_baseline(benchmark: Any, images: list[Sample], rounds: int, name: str, 
 
 
 @pytest.mark.skipif(not RUN_VAECODEC, reason="vaecodec not selected")
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m or "default")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("op", ["encode", "decode"])
-def test_vaecodec_batch1(benchmark: Any, images: list[Sample], rounds: int, op: str, device: str) -> None:
-    codec = vaecodec_on(device)
+def test_vaecodec_batch1(benchmark: Any, images: list[Sample], rounds: int, op: str, device: str,
+                         model: str | None) -> None:
+    codec = vaecodec_on(device, model)
     benchmark.group = f"{op}-{device}"
     pictures = [s.pixels for s in images]
     q = codec.default_quality
