@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .container import Header, PixelFormat, ReadError, is_vae
+from .container import Header, PixelFormat, is_vae
 from .errors import (
     ChecksumError,
     DesyncError,
@@ -31,6 +31,7 @@ from .errors import (
     ImageError,
     LimitError,
     ModelMismatchError,
+    ReadError,
     TrainingError,
     TruncatedError,
     UnknownModelError,

@@ -33,6 +33,7 @@ from .errors import (
     ChecksumError,
     FormatError,
     LimitError,
+    ReadError,
     TruncatedError,
     UnsupportedVersionError,
     VaecodecError,
@@ -251,10 +252,6 @@ MAX_HEADER_BYTES = _PREFIX.size + MAX_MODEL_ID_BYTES + _FIELDS.size
 
 #: What :func:`read_header` and ``vaecodec.decode`` accept, as ``PIL.Image.open`` does.
 Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", BinaryIO]
-
-
-class ReadError(VaecodecError, OSError):
-    """A .vae source cannot be read: no such file, a folder, no permission. The message names the file."""
 
 
 def source_name(source: Any) -> str | None:

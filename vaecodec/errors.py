@@ -30,6 +30,10 @@ class LimitError(FormatError):
     """A declared size exceeds a documented limit (pixels, lengths)."""
 
 
+class ReadError(VaecodecError, OSError):
+    """A .vae source cannot be read: no such file, a folder, no permission. The message names the file."""
+
+
 class UnknownModelError(VaecodecError, LookupError):
     """The model id is not one this vaecodec knows."""
 
