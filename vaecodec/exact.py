@@ -622,7 +622,11 @@ class ExactContext:
             i += 2 if slope is not None else 1
         qc = _quantize_conv(ctx, ctx.weight * ctx.mask)
         qe = [_quantize_conv(m) for m, _ in convs]
-        self.M = ctx.in_channels
+        self.M = ctx.out_channels
+        self.c_in = ctx.in_channels
+        if self.c_in != 2 * self.M:
+            msg = f"context: expected {2 * self.M} input channels (anchors and residuals), got {self.c_in}"
+            raise ValueError(msg)
         # formats: the context's input, then each entropy-parameters layer's input
         f_c, a_c = _frac_for(qc[3])
         f_in, a_in = [], []
@@ -695,8 +699,8 @@ class ExactContext:
         """The context weights restricted to its taps, O×(taps·C), tap-major (cached)."""
         key = f"_ctx_w_{dtype}"
         if not hasattr(self, key):
-            k, M = self.k, self.M
-            w = self.w[0].reshape(-1, M, k, k).permute(0, 2, 3, 1)  # O×k×k×C
+            k, c = self.k, self.c_in
+            w = self.w[0].reshape(-1, c, k, k).permute(0, 2, 3, 1)  # O×k×k×C
             rows = [w[:, dy + k // 2, dx + k // 2] for dy, dx in self._taps()]
             setattr(self, key, torch.cat(rows, 1).to(dtype).contiguous())
         return getattr(self, key)
@@ -755,8 +759,12 @@ class ExactContext:
         hyper = hyper.clamp(-self.a_in[0], self.a_in[0])
         yq = torch.round(y_hat_anchors.to(torch.float64) * 2**MEAN_FRAC_BITS).to(torch.int64)
         lim_y = YHAT_LIMIT << MEAN_FRAC_BITS
-        yq = yq.clamp(-lim_y, lim_y) * ig.view(1, -1, 1, 1)
-        a = self._requant(yq.reshape(M, -1), MEAN_FRAC_BITS + CTX_GAIN_BITS - self.f_c).reshape(yq.shape)
+        yq = yq.clamp(-lim_y, lim_y)
+        anchor = ((rr + cc + parity) % 2 == 0)[None, None]
+        mq_all = torch.round(means.to(torch.float64) * 2**MEAN_FRAC_BITS).to(torch.int64)
+        res = torch.where(anchor, (yq - mq_all).clamp(-lim_y, lim_y), 0)  # ŷ − mean: the anchor's symbol
+        yq = torch.cat([yq, res], 1) * torch.cat([ig, ig]).view(1, -1, 1, 1)
+        a = self._requant(yq.reshape(2 * M, -1), MEAN_FRAC_BITS + CTX_GAIN_BITS - self.f_c).reshape(yq.shape)
         a = a.clamp(-self.a_c, self.a_c)
         ctx = self._requant(self._matmul(0, self._gather_taps(a, rows, cols), reference), self.shifts[0])
         a = torch.cat([hyper, ctx.clamp(-self.a_in[0], self.a_in[0])], 0)

@@ -205,7 +205,7 @@ class CheckerboardModel(HyperpriorModel):
     coded after them, with parameters corrected by what the decoded anchors around each
     position say::
 
-        scales_na, means_na = (scales, means) + gain · E(scales·ig, means·ig, C(ŷ_anchor·ig))
+        scales_na, means_na = (scales, means) + gain · E(scales·ig, means·ig, C(ŷ_a·ig, (ŷ_a − means)·ig))
 
     ``C`` is a :class:`CheckerboardContext`, ``E`` a stack of 1×1 convolutions (the entropy
     parameters network of Minnen et al. 2018), ``ig`` the level's inverse gain, so ``C`` and
@@ -216,7 +216,7 @@ class CheckerboardModel(HyperpriorModel):
 
     def __init__(self, N: int = 128, M: int = 192, levels: int = len(LAMBDAS)) -> None:
         super().__init__(N, M, levels)
-        self.context = CheckerboardContext(M, M)
+        self.context = CheckerboardContext(2 * M, M)  # reads the anchors and their residuals
         self.entropy_parameters = nn.Sequential(
             nn.Conv2d(3 * M, 2 * M, 1), nn.LeakyReLU(inplace=True),
             nn.Conv2d(2 * M, 2 * M, 1), nn.LeakyReLU(inplace=True),
@@ -258,9 +258,14 @@ class CheckerboardModel(HyperpriorModel):
     def context_params(
         self, y_hat_anchors: Tensor, scales: Tensor, means: Tensor, level: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Scales and means for the non-anchors, from the hyperprior's and the decoded anchors."""
+        """Scales and means for the non-anchors, from the hyperprior's and the decoded anchors.
+
+        The context reads each anchor's value and its residual ``ŷ − mean`` (both divided by
+        the gain); anchors are the positions with ``(row + col)`` even in these tensors.
+        """
         g, ig = self.gains(level)[:2]
-        ctx = self.context(y_hat_anchors * ig)
+        anchor = checkerboard_mask(*y_hat_anchors.shape[-2:], anchors=True, device=y_hat_anchors.device)
+        ctx = self.context(torch.cat([y_hat_anchors, (y_hat_anchors - means) * anchor], 1) * torch.cat([ig, ig], 1))
         d = self.entropy_parameters(torch.cat([scales * ig, means * ig, ctx], 1)).float()
         ds, dm = (d * torch.cat([g, g], 1)).chunk(2, 1)
         return scales + ds, means + dm

@@ -150,6 +150,20 @@ def validate(model: CheckerboardModel, latents: list[Tensor], levels: tuple[floa
     return res
 
 
+def upgrade_context_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], bool]:
+    """A context trained when it read the anchors only, grown to read their residuals too.
+
+    The residuals' weights start at zero, so the function is kept. Returns the state and
+    whether it changed (an optimizer state saved with it no longer fits).
+    """
+    w = state.get("context.weight")
+    if w is None or w.shape[1] == 2 * w.shape[0]:
+        return state, False
+    out = dict(state)
+    out["context.weight"] = torch.cat([w, torch.zeros_like(w)], 1)
+    return out, True
+
+
 def context_state(model: CheckerboardModel) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(CONTEXT_PARAMS)}
 
@@ -183,14 +197,19 @@ def train(args: argparse.Namespace) -> dict:
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=args.lr)
-    step, seconds, best = 0, 0.0, -math.inf
+    step, seconds, best, warm_start = 0, 0.0, -math.inf, 0
     rng = np.random.default_rng(args.seed)
     last = out / "last.pt"
     if last.exists():
         ck = torch.load(last, weights_only=False)
-        model.load_state_dict(ck["context"], strict=False)
-        opt.load_state_dict(ck["opt"])
+        state, grown = upgrade_context_state(ck["context"])
+        model.load_state_dict(state, strict=False)
         step, seconds, best = ck["step"], ck["seconds"], ck["best"]
+        if grown:  # a fresh Adam, with its own warm-up, for the grown context
+            warm_start = step
+        else:
+            opt.load_state_dict(ck["opt"])
+            warm_start = ck.get("warm_start", 0)
         rng = np.random.default_rng(args.seed + step)
 
     stop = {"flag": False}
@@ -202,7 +221,8 @@ def train(args: argparse.Namespace) -> dict:
     def save(path: Path, extra: dict | None = None) -> None:
         tmp = path.with_name(path.name + ".tmp")
         torch.save({"context": context_state(model), "opt": opt.state_dict(), "step": step,
-                    "seconds": seconds, "best": best, "init": args.init, **(extra or {})}, tmp)
+                    "seconds": seconds, "best": best, "warm_start": warm_start, "init": args.init,
+                    **(extra or {})}, tmp)
         tmp.replace(path)
 
     val_levels = (0.0, 2.0, 4.0, 6.0, 8.0)
@@ -229,7 +249,7 @@ def train(args: argparse.Namespace) -> dict:
             save(last)
             break
         frac = min(1.0, seconds / max(total, 1.0))
-        warm = min(1.0, (step + 1) / args.warmup)
+        warm = min(1.0, (step + 1 - warm_start) / args.warmup)
         lr = warm * (args.lr_min + 0.5 * (args.lr - args.lr_min) * (1 + math.cos(math.pi * frac)))
         for gr in opt.param_groups:
             gr["lr"] = lr
@@ -286,5 +306,5 @@ def model_from_context_checkpoint(path: str | Path, init: str | None = None) -> 
     """The checkerboard model of a context run: its base weights (``init`` of the run) plus the context."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
     model = grow_from(base_state(init or ck["init"]))
-    model.load_state_dict(ck["context"], strict=False)
+    model.load_state_dict(upgrade_context_state(ck["context"])[0], strict=False)
     return model.eval()
