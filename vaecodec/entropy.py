@@ -50,7 +50,7 @@ class TableCoder:
     """
 
     def __init__(self, quantized_cdf, cdf_length, offset) -> None:  # noqa: ANN001 (torch tensors)
-        from compressai.ans import RansDecoder, RansEncoder
+        from ._compressai import RansDecoder, RansEncoder
 
         self._encoder, self._decoder = RansEncoder(), RansDecoder()
         self.cdfs = quantized_cdf.int().tolist()

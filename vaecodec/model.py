@@ -26,17 +26,10 @@ from __future__ import annotations
 
 import math
 
-import warnings
-
 import torch
 from torch import Tensor, nn
 
-with warnings.catch_warnings():  # compressai's import uses the deprecated torch.jit.script
-    warnings.simplefilter("ignore", FutureWarning)
-    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-    from compressai.layers import GDN
-    from compressai.models import CompressionModel
-    from compressai.models.utils import conv, deconv
+from ._compressai import GDN, CompressionModel, EntropyBottleneck, GaussianConditional, conv, deconv
 
 #: The rate-distortion trade-offs the levels are trained at, as λ in ``rate + λ·255²·MSE``:
 #: CompressAI's ladder for its MSE models (quality 1..8, 0.0018 … 0.18) with one more rung
@@ -245,7 +238,7 @@ class CheckerboardModel(HyperpriorModel):
         """
         table = self.gaussian_conditional.scale_table
         if table.numel() < 2:
-            from compressai.models.google import get_scale_table
+            from ._compressai import get_scale_table
 
             table = get_scale_table()
         table = table.to(scales.device, torch.float32)

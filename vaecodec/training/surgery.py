@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from compressai.layers import GDN
-
+from .._compressai import GDN
 from ..model import LEVEL_PARAMS
 
 
