@@ -530,7 +530,7 @@ def _targets_md(results: dict[str, Any] | None, bd: dict[str, dict[str, Any] | N
         target = TARGETS.get(anchor)
         entry = bd[anchor]
         if target is None:
-            L.append(f"| {label} | (no target; same architecture) | {_bd_cell(entry)} | – |")
+            L.append(f"| {label} | (no target) | {_bd_cell(entry)} | – |")
         else:
             status = _status(entry["value"] if entry else None, target, kodak)
             L.append(f"| {label} | ≤ {target:+.0f} % | {_bd_cell(entry)} | {status} |")
@@ -757,8 +757,29 @@ def _rd_md(results: dict[str, Any] | None, results_dir: Path | None, bd: dict[st
     return L
 
 
+def _context_commands_md(weights: dict[str, Any], model_id: str, notes_arg: str | None) -> list[str]:
+    """Reproduce section of a checkerboard model grown from a shipped hyperprior (``base_model``)."""
+    meta = weights["metadata"]
+    base = meta["base_model"].replace("@", "-")
+    return ["## Reproduce", "", "Re-measure on Kodak, then regenerate this card:", "",
+            "```sh", KODAK_CMD,
+            f"python -m benchmarks.model_card --results benchmarks/results/kodak --weights {_rel(weights['path'])} "
+            "--out assets/" + (f" --notes {notes_arg}" if notes_arg else ""), "```", "",
+            f"Train the context again on the frozen `{meta['base_model']}` (resumable: rerun the command; the "
+            "learning rate follows the time budget), compare with real files on the held-out photos, then ship:",
+            "", "```sh",
+            f"vaecodec train ../shared/datasets/train --out runs/ctx --context --init vaecodec/weights/{base}.safetensors "
+            f"--lr 1e-3 --max-minutes 60",
+            f"python -m benchmarks.heldout {meta['base_model']} runs/ctx/best.pt --data ../shared/datasets/train",
+            "python -c \"from vaecodec.training.export import model_from_checkpoint, ship; "
+            f"ship(model_from_checkpoint('runs/ctx/best.pt'), '{model_id}')\"", "```", "",
+            "`--init shipped` instead continues from this model's own context.", ""]
+
+
 def _commands_md(log_arg: str, weights: dict[str, Any], cfg: dict[str, Any] | None, run_dir: str,
                  model_id: str, notes_arg: str | None = None) -> list[str]:
+    if "base_model" in weights["metadata"]:
+        return _context_commands_md(weights, model_id, notes_arg)
     return ["## Reproduce", "", "Re-measure on Kodak, then regenerate this card:", "",
             "```sh", KODAK_CMD,
             f"python -m benchmarks.model_card --log {log_arg} --results benchmarks/results/kodak "
