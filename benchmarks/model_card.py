@@ -769,7 +769,7 @@ def _context_commands_md(weights: dict[str, Any], model_id: str, notes_arg: str 
             "learning rate follows the time budget), compare with real files on the held-out photos, then ship:",
             "", "```sh",
             f"vaecodec train ../shared/datasets/train --out runs/ctx --context --init vaecodec/weights/{base}.safetensors "
-            f"--lr 1e-3 --max-minutes 60",
+            f"--patch-size 256 --lr 1e-3 --max-minutes 60",
             f"python -m benchmarks.heldout {meta['base_model']} runs/ctx/best.pt --data ../shared/datasets/train",
             "python -c \"from vaecodec.training.export import model_from_checkpoint, ship; "
             f"ship(model_from_checkpoint('runs/ctx/best.pt'), '{model_id}')\"", "```", "",

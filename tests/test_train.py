@@ -469,3 +469,31 @@ def test_widening_the_transforms_keeps_the_function_and_lets_the_new_units_learn
     # the new units' outgoing weights (zeros at first) and the new columns of g_a's last layer moved
     assert not torch.equal(ck["model"]["g_s.4.weight"][8:], start["g_s.4.weight"][8:])
     assert not torch.equal(ck["model"]["g_a.6.weight"][:, 8:], start["g_a.6.weight"][:, 8:])
+
+
+def test_context_training_grows_a_hyperprior_and_resumes(data_dir, tmp_path):
+    from vaecodec.codec import Codec
+    from vaecodec.training.context import model_from_context_checkpoint
+
+    w = exported(data_dir, tmp_path)
+    out = tmp_path / "ctx"
+    args = ["train", str(data_dir), "--out", str(out), "--context", "--init", w, "--patch-size", "64",
+            "--batch-size", "2", "--steps", "6", "--max-minutes", "5", "--val-every", "0", "--val-fraction", "0.34"]
+    r = CliRunner().invoke(cli.main, args)
+    assert r.exit_code == 0, r.output
+    assert (out / "last.pt").is_file() and (out / "best.pt").is_file() and (out / "latents.pt").is_file()
+    logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any("val" in rec for rec in logs)
+    model = model_from_context_checkpoint(out / "last.pt")
+    assert float(model.entropy_parameters[-1].weight.detach().abs().sum()) > 0  # the zero-initialised layer learned
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 6
+    i = args.index("--steps") + 1
+    r = CliRunner().invoke(cli.main, [*args[:i], "8", *args[i + 1:]])  # resume to step 8
+    assert r.exit_code == 0, r.output
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 8
+    r = CliRunner().invoke(cli.main, ["export", str(out / "best.pt"), "-o", str(tmp_path / "c.safetensors"),
+                                      "--model-id", "c@1"])
+    assert r.exit_code == 0, r.output
+    codec = Codec(weights=str(tmp_path / "c.safetensors"))
+    img = natural_like(40, 72, seed=3)
+    assert codec.model_id == "c@1" and codec.decode(codec.encode(img, quality=50)).shape == img.shape

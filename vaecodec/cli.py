@@ -434,7 +434,7 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--context", is_flag=True,
               help="Train the checkerboard context of --init (default: the shipped model) on its cached latents, "
-                   "transforms frozen: the second model generation. --batch-size counts 16x16-latent crops.")
+                   "transforms frozen: the second model generation. Crops of --patch-size pixels are taken from the latents.")
 def train(data: str, out: str, **kw: Any) -> None:
     """Train (or fine-tune) a model on a folder of images.
 
@@ -451,8 +451,9 @@ def train(data: str, out: str, **kw: Any) -> None:
             raise click.UsageError("--context needs --max-minutes (its learning rate follows the time budget)")
         args = argparse.Namespace(
             data=data, out=out, init=kw["init"] or "shipped", steps=kw["steps"], batch_size=kw["batch_size"],
-            patch=16, lr=kw["lr"], lr_min=kw["lr_min"], warmup=200, val_every=kw["val_every"], log_every=50,
+            patch=max(1, kw["patch_size"] // 16), lr=kw["lr"], lr_min=kw["lr_min"], warmup=200, val_every=kw["val_every"], log_every=50,
             precision=kw["precision"], seed=kw["seed"], max_minutes=kw["max_minutes"],
+            val_fraction=kw["val_fraction"],
         )
         err(f"validation: {json.dumps(run_context(args))}")
         return

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import TrainingError
 from ..model import CheckerboardModel, checkerboard_mask, fast_bf16
 from .loop import list_images, load_rgb, split_train_val
 
@@ -48,9 +49,14 @@ def base_state(init: str) -> dict[str, Tensor]:
     return ck["model"]
 
 
-def grow_from(state: dict[str, Tensor], N: int = 128, M: int = 192, levels: int = 9) -> CheckerboardModel:
-    """A checkerboard model whose hyperprior part is ``state`` (context at zero: same function)."""
+def grow_from(state: dict[str, Tensor]) -> CheckerboardModel:
+    """A checkerboard model whose hyperprior part is ``state`` (context at zero: same function).
+
+    ``state`` may also be a checkerboard model's own (training then continues its context).
+    """
+    N, M, levels = state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0], state["gain"].shape[0]
     model = CheckerboardModel(N, M, levels)
+    state, _ = upgrade_context_state(state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     bad = [k for k in missing if not k.startswith(CONTEXT_PARAMS)]
     if bad or unexpected:
@@ -180,7 +186,10 @@ def train(args: argparse.Namespace) -> dict:
     autocast = {"bf16": True, "fp32": False}.get(args.precision, fast_bf16("cpu"))
 
     files = list_images(args.data)
-    train_files, val_files = split_train_val(files, 0.03)
+    train_files, val_files = split_train_val(files, getattr(args, "val_fraction", 0.03))
+    if not val_files:
+        msg = f"{args.data}: no photos held out for validation (too few files for the validation fraction)"
+        raise TrainingError(msg)
     cache = out / "latents.pt"
     if cache.exists():
         c = torch.load(cache, weights_only=False)
@@ -263,7 +272,7 @@ def train(args: argparse.Namespace) -> dict:
         opt.step()
         model.eval()
         step += 1
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         sav.append(float(s))
         if step % args.log_every == 0:
             rec = {"step": step, "seconds": round(seconds, 1), "lr": lr, "loss": float(np.mean(losses)),
@@ -294,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--precision", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.03)
     p.add_argument("--max-minutes", type=float, required=True)
     print(json.dumps(train(p.parse_args(argv))))
 
