@@ -42,18 +42,7 @@ def read_input(path: str) -> bytes:
     """Bytes of a file, or of stdin for ``-``; missing files and folders are VaecodecErrors."""
     if path == STDIO:
         return sys.stdin.buffer.read()
-    p = Path(path)
-    if p.is_dir():
-        msg = f"{path}: is a folder, not a file"
-        raise VaecodecError(msg)
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        msg = f"{path}: no such file"
-        raise VaecodecError(msg) from None
-    except OSError as e:
-        msg = f"{path}: cannot read ({e.strerror})"
-        raise VaecodecError(msg) from None
+    return container.read_source(path)  # ReadError (a VaecodecError) names the file
 
 
 @contextmanager
