@@ -863,8 +863,12 @@ def build(log: Path | None, results_dir: Path | None, weights: Path, out: Path, 
     data_dir = (train_data if train_data is not None
                 else Path(cfg.get("data") or REPO_ROOT.parent / "shared" / "datasets" / "train"))
     data = training_data_facts(data_dir, cfg.get("val_fraction", 0.03))
-    stale = (weights_changed_since(results.get("environment", {}).get("git_commit"), Path(weights))
-             if results else None)
+    measured = ((results or {}).get("codecs", {}).get("vaecodec", {}).get("options") or {}).get("weights_sha256")
+    if measured:  # the benchmark recorded the weights it measured: compare them, not the commits
+        stale = measured != wfacts["sha256"]
+    else:
+        stale = (weights_changed_since(results.get("environment", {}).get("git_commit"), Path(weights))
+                 if results else None)
     run_dir = _rel(Path(log).parent) if log is not None else (_rel(cfg["out"]) if cfg.get("out") else "RUN")
     card = render_card(records=records, results=results, results_dir=results_dir,
                        weights=wfacts, notes=notes or {}, ckpt=ckpt, data=data,

@@ -305,6 +305,11 @@ def _channels(cfg: TrainConfig, ck: dict[str, Any] | None,
 
 
 def _init_weights(model: HyperpriorModel, state: dict[str, torch.Tensor], init: str) -> None:
+    if any(k.startswith(("context.", "entropy_parameters.")) for k in state):
+        msg = (f"{init}: a checkerboard model; `vaecodec train --context` trains its context, and training "
+               "its transforms with it is not supported yet (--init vaecodec/weights/msh-14.safetensors "
+               "fine-tunes the hyperprior generation)")
+        raise TrainingError(msg)
     try:
         if "g_a.0.weight" in state and state["g_a.0.weight"].shape[0] < model.N:
             log.info("widening the transforms of %s from %d to %d channels", init,
