@@ -339,3 +339,49 @@ def test_refine_option(run, png, tmp_path, tiny_codec):
     r = run("encode", png, "-o", tmp_path / "bad.vae", "--refine", -1)
     assert r.exit_code == 2 and "--refine" in r.stderr
     assert not (tmp_path / "bad.vae").exists()
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """A CLI whose model must not load: the checks have to refuse the plan first."""
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded before the outputs were checked")
+
+    monkeypatch.setattr(cli, "_codec", refuse)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(cli.main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_two_inputs_for_one_output_are_refused_before_any_work(no_model, tmp_path):
+    for d in ("d1", "d2"):
+        (tmp_path / d).mkdir()
+        Image.fromarray(natural_like(20, 20)).save(tmp_path / d / "x.png")
+    out = tmp_path / "out"
+    r = no_model("encode", tmp_path / "d1" / "x.png", tmp_path / "d2" / "x.png", "-o", out)
+    assert r.exit_code == 1
+    line = one_error_line(r)
+    assert "d1" in line and "d2" in line and "x.vae" in line
+    assert not any(out.iterdir())
+
+
+def test_existing_output_is_refused_before_the_model_loads(no_model, png):
+    png.with_suffix(".vae").write_bytes(b"keep me")
+    r = no_model("encode", png)
+    assert r.exit_code == 1 and "already exists" in one_error_line(r)
+    assert png.with_suffix(".vae").read_bytes() == b"keep me"
+
+
+def test_file_like_output_with_several_inputs_is_a_usage_error(no_model, png, tmp_path):
+    other = tmp_path / "other.png"
+    Image.fromarray(natural_like(20, 20)).save(other)
+    r = no_model("encode", png, other, "-o", tmp_path / "single.vae")
+    assert r.exit_code == 2 and "looks like a file name" in r.stderr
+    assert not (tmp_path / "single.vae").exists()
+
+
+def test_binary_output_to_a_terminal_is_refused(monkeypatch, capsys):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    with pytest.raises(SystemExit) as e:
+        cli.check_outputs([("photo.png", "-")], force=False, inputs=("photo.png",))
+    assert e.value.code == 1 and "terminal" in capsys.readouterr().err

@@ -103,6 +103,9 @@ def plan_outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> li
     if len(inputs) > 1 and output == STDIO:
         msg = "-o - (stdout) takes a single input"
         raise click.UsageError(msg)
+    if len(inputs) > 1 and output is not None and not Path(output).is_dir() and Path(output).suffix:
+        msg = f"-o {output}: with {len(inputs)} inputs -o is a folder, and {output!r} looks like a file name"
+        raise click.UsageError(msg)
     if output is not None:
         folder = Path(output)
         folder.mkdir(parents=True, exist_ok=True)
@@ -114,6 +117,35 @@ def plan_outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> li
         name = Path(i).with_suffix(suffix).name
         pairs.append((i, str(folder / name) if output is not None else str(Path(i).with_suffix(suffix))))
     return pairs
+
+
+def check_outputs(pairs: list[tuple[str, str]], *, force: bool, inputs: tuple[str, ...]) -> None:
+    """Refuse a plan before any work (and before a model loads): two inputs writing one output, an
+    existing output without ``--force``, an input as output, binary data for a terminal. Every problem
+    is printed (one line each); then exit 1."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for src, dst in pairs:
+        if dst == STDIO:
+            if sys.stdout.isatty():
+                problems.append(f"{src}: refusing to write binary data to a terminal (use -o FILE or redirect)")
+            continue
+        key = str(Path(dst).resolve())
+        if key in seen:
+            problems.append(f"{dst}: both {seen[key]} and {src} would be written here")
+            continue
+        seen[key] = src
+        p = Path(dst)
+        if any(i != STDIO and Path(i).resolve() == p.resolve() for i in inputs):
+            problems.append(f"{dst}: refusing to overwrite an input file")
+        elif p.is_dir():
+            problems.append(f"{dst}: is a folder")
+        elif p.exists() and not force:
+            problems.append(f"{dst}: already exists (use --force to overwrite)")
+    if problems:
+        for m in problems:
+            err(f"error: {m}")
+        sys.exit(1)
 
 
 def run_each(pairs: list[tuple[str, str]], action: Callable[[str, str], None], what: str) -> None:
@@ -210,6 +242,7 @@ def encode(inputs: tuple[str, ...], output: str | None, quality: float | None, t
         msg = "give either --quality or --target-bpp, not both"
         raise click.UsageError(msg)
     pairs = plan_outputs(inputs, output, ENCODED_SUFFIX)
+    check_outputs(pairs, force=force, inputs=inputs)
     codec = _codec(model_id, weights, device)
     from .codec import DEFAULT_QUALITY
     from .image import open_image
@@ -250,6 +283,7 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, weights: st
            force: bool, verbose: bool) -> None:
     """Decode .vae files to images."""
     pairs = plan_outputs(inputs, output, DEFAULT_DECODED_SUFFIX)
+    check_outputs(pairs, force=force, inputs=inputs)
     codecs: dict[str, Any] = {}
 
     def one(src: str, dst: str) -> None:
