@@ -385,3 +385,13 @@ def test_binary_output_to_a_terminal_is_refused(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         cli.check_outputs([("photo.png", "-")], force=False, inputs=("photo.png",))
     assert e.value.code == 1 and "terminal" in capsys.readouterr().err
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(run, tmp_path):
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"p{i}.png")
+        Image.fromarray(natural_like(20, 24, seed=i)).save(files[-1])
+    r = run("encode", *files, "-o", tmp_path / "out")
+    assert r.exit_code == 0 and "\r" not in r.stderr and r.stderr == ""
+    assert len(list((tmp_path / "out").iterdir())) == 3

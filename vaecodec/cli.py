@@ -149,9 +149,9 @@ def check_outputs(pairs: list[tuple[str, str]], *, force: bool, inputs: tuple[st
 
 
 def run_each(pairs: list[tuple[str, str]], action: Callable[[str, str], None], what: str) -> None:
-    """Run ``action`` per file with a progress bar for many files; errors are one line each, exit 1."""
+    """Run ``action`` per file (a progress bar for many files on a terminal); errors are one line each, exit 1."""
     failed = 0
-    show_bar = len(pairs) > 1
+    show_bar = len(pairs) > 1 and sys.stderr.isatty()  # no carriage-return lines in logs
     if show_bar:
         from tqdm import tqdm
 
