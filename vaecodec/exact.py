@@ -127,6 +127,18 @@ class _Layer:
     slope: tuple[int, int] | None  # (p, q) of the LeakyReLU that follows, None for the last layer
 
 
+def _decimal_log_gains(log_table: list[list[float]], level: float) -> list[Decimal]:
+    """The per-channel log-gains of ``log_table`` (one row per level) interpolated at ``level``
+    (clamped to the ladder), in :mod:`decimal` (call inside ``localcontext(_DECIMAL)``)."""
+    n = len(log_table)
+    lev = min(max(Decimal(level), Decimal(0)), Decimal(n - 1))
+    if n == 1:
+        return [Decimal(v) for v in log_table[0]]
+    lo = min(int(lev), n - 2)
+    t = lev - lo
+    return [Decimal(a) * (1 - t) + Decimal(b) * t for a, b in zip(log_table[lo], log_table[lo + 1], strict=True)]
+
+
 def _to_int(x: Decimal) -> int:
     return int(x.to_integral_value(rounding=ROUND_HALF_EVEN, context=_DECIMAL))
 
@@ -364,17 +376,8 @@ class ExactEntropyParameters:
         if level in self._gain_cache:
             return self._gain_cache[level]
         f = self.layers[0].f_in
-        n = self.levels
         with localcontext(_DECIMAL):
-            lev = min(max(Decimal(level), Decimal(0)), Decimal(n - 1))
-            if n == 1:
-                logs = [Decimal(v) for v in self._log_ihg[0]]
-            else:
-                lo = min(int(lev), n - 2)
-                t = lev - lo
-                logs = [Decimal(a) * (1 - t) + Decimal(b) * t
-                        for a, b in zip(self._log_ihg[lo], self._log_ihg[lo + 1], strict=True)]
-            gains = [v.exp() for v in logs]
+            gains = [v.exp() for v in _decimal_log_gains(self._log_ihg, level)]
             for guard in range(INPUT_GUARD_BITS, -1, -1):
                 scale = Decimal(2) ** (f + guard)
                 g = [_to_int(v * scale) for v in gains]
@@ -556,17 +559,9 @@ YHAT_LIMIT = 2**14
 
 def _decimal_gains(log_table: list[list[float]], level: float, bits: int) -> list[int]:
     """``round(exp(interpolated log-gain) · 2**bits)`` per channel, computed with :mod:`decimal`."""
-    n = len(log_table)
     with localcontext(_DECIMAL):
-        lev = min(max(Decimal(level), Decimal(0)), Decimal(n - 1))
-        if n == 1:
-            logs = [Decimal(v) for v in log_table[0]]
-        else:
-            lo = min(int(lev), n - 2)
-            t = lev - lo
-            logs = [Decimal(a) * (1 - t) + Decimal(b) * t for a, b in zip(log_table[lo], log_table[lo + 1], strict=True)]
         scale = Decimal(2) ** bits
-        return [_to_int(v.exp() * scale) for v in logs]
+        return [_to_int(v.exp() * scale) for v in _decimal_log_gains(log_table, level)]
 
 
 def _quantize_conv(m: nn.Conv2d, weight: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, int]:

@@ -185,66 +185,56 @@ class CheckerboardCoder(HyperpriorCoder):
 
     def context_params(self, indexes: Tensor, means: Tensor, y_hat_anchors: Tensor,
                        level: float) -> tuple[Tensor, Tensor]:
-        """The table indexes and means of every position after the context pass (exact, tiled)."""
+        """The table indexes and means of every position after the context pass (exact, tiled).
+
+        Anchors keep the hyperprior's (:class:`~vaecodec.exact.ExactContext` leaves them as given).
+        """
         _, _, h, w = indexes.shape
-        out_idx = indexes.clone()
-        out_mu = means.clone()
-        na = torch.from_numpy(~self.anchors(h, w))
-        r = self.context.radius
-        for (r0, r1, c0, c1), (a0, a1, b0, b1) in tiles(h, w, EXACT_TILE, r):
+        out_idx, out_mu = indexes.clone(), means.clone()
+        for (r0, r1, c0, c1), (a0, a1, b0, b1) in tiles(h, w, EXACT_TILE, self.context.radius):
             idx, mu = self.context(indexes[..., a0:a1, b0:b1], means[..., a0:a1, b0:b1],
                                    y_hat_anchors[..., a0:a1, b0:b1], level, parity=(a0 + b0) % 2)
             keep = (..., slice(r0 - a0, r1 - a0), slice(c0 - b0, c1 - b0))
-            sel = na[..., r0:r1, c0:c1]
-            out_idx[..., r0:r1, c0:c1] = torch.where(sel, idx[keep].to(torch.uint8), indexes[..., r0:r1, c0:c1])
-            out_mu[..., r0:r1, c0:c1] = torch.where(sel, mu[keep], means[..., r0:r1, c0:c1])
+            out_idx[..., r0:r1, c0:c1] = idx[keep].to(torch.uint8)
+            out_mu[..., r0:r1, c0:c1] = mu[keep]
         return out_idx, out_mu
 
-    def _pass(self, symbols: np.ndarray | None, idx: np.ndarray, mask: np.ndarray) -> list:
-        bands = self._bands(*idx.shape[-2:])
-        if symbols is None:
-            return bands
-        return [self.y_coder.encode(symbols[..., b, :][np.broadcast_to(mask[..., b, :], idx[..., b, :].shape)],
-                                    idx[..., b, :][np.broadcast_to(mask[..., b, :], idx[..., b, :].shape)])
-                for b in bands]
+    def _band_masks(self, mask: np.ndarray, channels: int) -> list[tuple[slice, np.ndarray]]:
+        """Each y band with the positions of ``mask`` in it, broadcast over the channels."""
+        h, w = mask.shape[-2:]
+        return [(b, np.broadcast_to(mask[..., b, :], (1, channels, *mask[..., b, :].shape[-2:])).copy())
+                for b in self._bands(h, w)]
 
     def _encode_y(self, y: Tensor, indexes: Tensor, means: Tensor, level: float) -> tuple[list[bytes], int]:
-        h, w = y.shape[-2:]
-        a = self.anchors(h, w)
+        a = self.anchors(*y.shape[-2:])
         at = torch.from_numpy(a)
         sym_a = torch.round(y - means)
-        y_hat_a = torch.where(at, sym_a + means, 0.0)
-        idx2, mu2 = self.context_params(indexes, means, y_hat_a, level)
+        idx2, mu2 = self.context_params(indexes, means, torch.where(at, sym_a + means, 0.0), level)
         symbols = torch.where(at, sym_a, torch.round(y - mu2)).to(torch.int32).numpy()
         idx = idx2.numpy()
-        streams = self._pass(symbols, idx, a) + self._pass(symbols, idx, ~a)
+        streams = [self.y_coder.encode(symbols[..., b, :][m], idx[..., b, :][m])
+                   for mask in (a, ~a) for b, m in self._band_masks(mask, self.M)]
         return streams, zlib.crc32(idx.tobytes())
+
+    def _decode_pass(self, streams: tuple[bytes, ...], first: int, idx: np.ndarray, mask: np.ndarray,
+                     means: Tensor, y_hat: Tensor) -> None:
+        """Decode one pass's bands (streams ``first``...) into ``y_hat`` at ``mask``: symbols + means."""
+        for i, (b, m) in enumerate(self._band_masks(mask, self.M)):
+            sym = self.y_coder.decode(streams[first + i], idx[..., b, :][m], f"y stream {first + i}")
+            mt = torch.from_numpy(m)
+            y_hat[..., b, :][mt] = torch.from_numpy(sym).float() + means[..., b, :][mt]
 
     def _decode_y(self, streams: tuple[bytes, ...], indexes: Tensor, means: Tensor, level: float,
                   crc: int) -> Tensor:
         h, w = indexes.shape[-2:]
         a = self.anchors(h, w)
-        bands = self._bands(h, w)
-        self._check_count(streams, 2 * len(bands))
-        idx = indexes.numpy()
-        y_hat_a = torch.zeros_like(means)
-        for i, b in enumerate(bands):
-            m = np.ascontiguousarray(np.broadcast_to(a[..., b, :], idx[..., b, :].shape))
-            sym = self.y_coder.decode(streams[i], idx[..., b, :][m], f"y stream {i}")
-            part = torch.zeros(idx[..., b, :].shape)
-            part[torch.from_numpy(m)] = torch.from_numpy(sym).float()
-            y_hat_a[..., b, :] = torch.where(torch.from_numpy(m), part + means[..., b, :], 0.0)
-        idx2, mu2 = self.context_params(indexes, means, y_hat_a, level)
+        n = len(self._bands(h, w))
+        self._check_count(streams, 2 * n)
+        y_hat = torch.zeros_like(means)  # anchors first, zero elsewhere: the context's input
+        self._decode_pass(streams, 0, indexes.numpy(), a, means, y_hat)
+        idx2, mu2 = self.context_params(indexes, means, y_hat, level)
         self._check_crc(idx2, crc)
-        idx = idx2.numpy()
-        y_hat = y_hat_a
-        for i, b in enumerate(bands):
-            m = np.ascontiguousarray(np.broadcast_to(~a[..., b, :], idx[..., b, :].shape))
-            k = len(bands) + i
-            sym = self.y_coder.decode(streams[k], idx[..., b, :][m], f"y stream {k}")
-            part = torch.zeros(idx[..., b, :].shape)
-            part[torch.from_numpy(m)] = torch.from_numpy(sym).float()
-            y_hat[..., b, :] = torch.where(torch.from_numpy(m), part + mu2[..., b, :], y_hat[..., b, :])
+        self._decode_pass(streams, n, idx2.numpy(), ~a, mu2, y_hat)
         return y_hat
 
 

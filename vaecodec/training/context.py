@@ -193,13 +193,12 @@ def train(args: argparse.Namespace) -> dict:
     cache = out / "latents.pt"
     if cache.exists():
         c = torch.load(cache, weights_only=False)
-        train_lat, val_lat, val_px = c["train"], c["val"], c["val_px"]
+        train_lat, val_lat = c["train"], c["val"]
     else:
         train_lat = cache_latents(model, train_files, flips=True)
         val_lat = cache_latents(model, val_files, flips=False)
-        val_px = [int(t.shape[-2] * t.shape[-1] * 256) for t in val_lat]
         tmp = cache.with_name("latents.pt.tmp")
-        torch.save({"train": train_lat, "val": val_lat, "val_px": val_px}, tmp)
+        torch.save({"train": train_lat, "val": val_lat}, tmp)
         tmp.replace(cache)
     print(json.dumps({"cache_s": round(time.monotonic() - t_start, 1), "train": len(train_lat),
                       "val": len(val_lat)}), flush=True)

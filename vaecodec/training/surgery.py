@@ -73,7 +73,7 @@ def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[st
     def grow(t: Tensor, dim: int, n: int, scale: float = 0.0) -> Tensor:
         return _grow(t, dim, n, scale, gen)
 
-    h_old, h_new = old * 3 // 2, M * 3 // 2
+    h_new = M * 3 // 2
     # conv N -> M: new outputs small and random (tiny values that round to 0)
     out["g_a.6.weight"] = grow(out["g_a.6.weight"], 0, M, 0.01)
     out["g_a.6.bias"] = grow(out["g_a.6.bias"], 0, M)
