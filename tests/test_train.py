@@ -497,3 +497,42 @@ def test_context_training_grows_a_hyperprior_and_resumes(data_dir, tmp_path):
     codec = Codec(weights=str(tmp_path / "c.safetensors"))
     img = natural_like(40, 72, seed=3)
     assert codec.model_id == "c@1" and codec.decode(codec.encode(img, quality=50)).shape == img.shape
+
+
+def test_joint_training_from_a_checkerboard_model_trains_transforms_and_context(data_dir, tmp_path):
+    """--init with a checkerboard model trains its transforms, hyperprior and context together."""
+    from vaecodec.codec import Codec
+    from vaecodec.model import CheckerboardModel
+    from vaecodec.training.export import export, model_from_checkpoint
+
+    torch.manual_seed(0)
+    cb = CheckerboardModel(8, 12)
+    torch.nn.init.normal_(cb.entropy_parameters[-1].weight, std=1e-3)  # a context that has learned something
+    w = tmp_path / "cb.safetensors"
+    export(cb, w, model_id="cb@1")
+    start = {k: v.float() for k, v in model_from_checkpoint(w).state_dict().items()}
+    out = tmp_path / "joint"
+    train(config(data_dir, out, N=None, M=None, init=str(w), ema_decay=0), progress=False)
+    ck = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["step"] == 4 and ck["model"].keys() == start.keys()
+    for name in ("g_a.0.weight", "g_s.6.weight", "h_s.4.weight", "context.weight", "entropy_parameters.4.weight"):
+        assert not torch.equal(ck["model"][name], start[name]), name  # every part learned
+    train(config(data_dir, out, N=None, M=None, init=str(w), steps=5, ema_decay=0), progress=False)
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 5  # resumed, not restarted
+    model = model_from_checkpoint(out / "last.pt")
+    assert isinstance(model, CheckerboardModel)
+    export(model, tmp_path / "j.safetensors", model_id="j@1")
+    codec = Codec(weights=str(tmp_path / "j.safetensors"))
+    img = natural_like(40, 72, seed=3)
+    assert codec.decode(codec.encode(img, quality=50)).shape == img.shape
+
+
+def test_widening_a_checkerboard_model_is_refused_with_a_clear_error(data_dir, tmp_path):
+    from vaecodec.errors import TrainingError
+    from vaecodec.model import CheckerboardModel
+    from vaecodec.training.export import export
+
+    w = tmp_path / "cb.safetensors"
+    export(CheckerboardModel(8, 12), w, model_id="cb@1")
+    with pytest.raises(TrainingError, match="cb.safetensors: widening a checkerboard model"):
+        train(config(data_dir, tmp_path / "wide", N=8, M=16, init=str(w)), progress=False)

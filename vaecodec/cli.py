@@ -441,7 +441,8 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--channels", type=(click.IntRange(1), click.IntRange(1)), default=None,
               help="N and M: channels of the transforms/z and of y (default: those of the run being resumed or "
                    "of --init, else 128 192; values above --init's widen the model, keeping its function).")
-@click.option("--init", default=None, help="Start from 'shipped' or a .safetensors/.pt file (fine-tuning).")
+@click.option("--init", default=None, help="Start from 'shipped' or a .safetensors/.pt file (fine-tuning). A "
+              "checkerboard model (such as mshc@1) trains its transforms, hyperprior and context together.")
 @click.option("--start-step", type=click.IntRange(0), default=0, show_default=True,
               help="With --init: the step count to continue from (a run moved to a new machine).")
 @click.option("--start-seconds", type=float, default=0.0, show_default=True,

@@ -243,7 +243,7 @@ class CheckerboardModel(HyperpriorModel):
             table = get_scale_table()
         table = table.to(scales.device, torch.float32)
         bound = float(self.gaussian_conditional.lower_bound_scale.bound)
-        idx = torch.bucketize(scales.detach().float().clamp_min(bound), table[:-1])
+        idx = torch.bucketize(scales.detach().float().clamp_min(bound).contiguous(), table[:-1])
         s_q = table[idx]
         m_q = torch.round(means.detach().float() * 1024) / 1024
         return scales + (s_q - scales).detach(), means + (m_q - means).detach()

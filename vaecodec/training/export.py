@@ -40,7 +40,9 @@ def model_from_checkpoint(path: str | Path, *, averaged: bool = True) -> Hyperpr
         return model_from_context_checkpoint(path)
     cfg = ck.get("config", {})
     state = ck["ema"] if averaged and "ema" in ck else ck["model"]
-    model = HyperpriorModel(cfg.get("N", 128), cfg.get("M", 192), levels=state["gain"].shape[0])
+    from .loop import arch_of_state
+
+    model = build_model(arch_of_state(state), cfg.get("N", 128), cfg.get("M", 192), state["gain"].shape[0])
     model.load_state_dict(state)
     return model
 
