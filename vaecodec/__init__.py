@@ -16,6 +16,10 @@ Pipelines keep a :class:`Codec` (model loaded once, on cpu or cuda) and use its
 
 Torch-bound names (``Codec``, ``encode``, ``decode``) are imported lazily (PEP 562), so
 ``import vaecodec`` and :func:`read_header` never import torch.
+
+``import vaecodec`` also registers the ``.vae`` format with Pillow (:mod:`vaecodec.pillow`):
+``Image.open("x.vae")`` reads the header, ``load()`` decodes, ``im.save("x.vae", quality=60)``
+encodes.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from .errors import (
     VaecodecError,
     WeightsError,
 )
+from .pillow import register as _register_pillow_plugin
 
 if TYPE_CHECKING:
     from .api import decode, encode
@@ -77,3 +82,6 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     msg = f"module 'vaecodec' has no attribute {name!r}"
     raise AttributeError(msg)
+
+
+_register_pillow_plugin()
