@@ -88,6 +88,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run_throughput(args: argparse.Namespace, names: Sequence[str], threads: int, out: Path) -> dict[str, Any]:
     """pytest-benchmark in a subprocess; returns status facts (the JSON goes to ``out``)."""
+    if "vaecodec" in names:  # JPEG on vaecodec's device, at vaecodec's batch sizes (nvJPEG on a GPU)
+        names = [*names, "jpeg-torchvision"]
     env = {**os.environ, "VAECODEC_BENCH_DATA": str(args.dataset.resolve()),
            "VAECODEC_BENCH_IMAGES": str(args.throughput_images or (2 if args.quick else 4)),
            "VAECODEC_BENCH_ROUNDS": str(args.rounds or (1 if args.quick else 3)),

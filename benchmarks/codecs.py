@@ -177,6 +177,59 @@ class VaecodecCodec:
         return [_as_rgb8(a, self.label) for a in self.codec.decode_batch(list(datas), output="numpy")]
 
 
+class TorchvisionJpeg:
+    """JPEG through torchvision's ``encode_jpeg``/``decode_jpeg`` on a torch device (throughput only).
+
+    On CUDA these run on the GPU (nvJPEG), so vaecodec's GPU figures have a JPEG on the same
+    device beside them; on the CPU they run libjpeg(-turbo) inside torchvision. Like
+    :class:`VaecodecCodec` a call takes uint8 arrays and returns bytes, and the other way, so the
+    host↔device copies are timed too. torchvision's encoder writes 4:2:0. (torchvision 0.29
+    deprecates these functions in favour of TorchCodec; they still work and are what the
+    benchmark's GPU comparison asks for.)
+    """
+
+    param = "quality (libjpeg scale, 1-100)"
+    default_quality = 75.0
+
+    def __init__(self, device: str = "cpu") -> None:
+        import torch
+        import torchvision
+
+        self._torch = torch
+        self._tv = torchvision
+        self.device = device
+        self.name = "jpeg-torchvision"
+        self.label = "JPEG (torchvision, nvJPEG on CUDA)"
+
+    def options(self) -> dict[str, Any]:
+        backend = "nvJPEG" if self.device.startswith("cuda") else "libjpeg (torchvision)"
+        return {"via": "torchvision.io.encode_jpeg/decode_jpeg", "device": self.device, "backend": backend,
+                "torch_threads": self._torch.get_num_threads(), "param": self.param,
+                "library": f"torchvision {self._tv.__version__}, torch {self._torch.__version__}"}
+
+    def encode_batch(self, images: Sequence[np.ndarray], quality: float) -> list[bytes]:
+        from torchvision.io import encode_jpeg
+
+        for im in images:
+            _check_input(im)
+        tensors = [self._torch.from_numpy(im).permute(2, 0, 1).contiguous().to(self.device) for im in images]
+        out = encode_jpeg(tensors, quality=int(quality))
+        return [bytes(t.cpu().numpy().tobytes()) for t in out]
+
+    def decode_batch(self, datas: Sequence[bytes]) -> list[np.ndarray]:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        inputs = [self._torch.frombuffer(bytearray(d), dtype=self._torch.uint8) for d in datas]
+        out = decode_jpeg(inputs, mode=ImageReadMode.RGB, device=self.device)
+        return [_as_rgb8(t.permute(1, 2, 0).cpu().numpy(), self.label) for t in out]
+
+    def encode(self, image: np.ndarray, quality: float) -> bytes:
+        return self.encode_batch([image], quality)[0]
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self.decode_batch([data])[0]
+
+
 def _pillow_versions() -> dict[str, str | None]:
     import PIL
 

@@ -121,10 +121,15 @@ def _throughput_md(bench: dict[str, Any]) -> list[str]:
         return ["No throughput cases ran (see the pytest output)."]
     mi = bench.get("machine_info", {})
     jpeg = {r["op"]: r["mp_per_s"] for r in rows if r["codec"] == "jpeg-420" and r["batch"] == 1}
+    # on a GPU the reference is JPEG on the same device at the same batch (torchvision's nvJPEG)
+    device_jpeg = {(r["op"], r["device"], r["batch"]): r["mp_per_s"] for r in rows
+                   if r["codec"] == "jpeg-torchvision" and r["device"] != "cpu"}
     out = [f"CPU: {mi.get('cpu_name', '?')}, torch threads: {mi.get('torch_threads', '?')}, "
            f"GPU: {mi.get('cuda_device') or 'none (no GPU numbers)'}; load average at start "
            f"{', '.join(f'{x:.2f}' for x in mi.get('load_average', []))}; malloc: {mi.get('malloc', 'glibc defaults')}. Median of the timed rounds "
-           "(one warm-up round excluded); each call encodes or decodes every listed image.", "",
+           "(one warm-up round excluded); each call encodes or decodes every listed image. × JPEG: against "
+           "Pillow's JPEG 4:2:0 at batch 1 on the CPU; on a GPU, against torchvision's JPEG (nvJPEG) on the "
+           "same device at the same batch.", "",
            "| codec | device | batch | threads | knob | bpp | encode MP/s | × JPEG | decode MP/s | × JPEG |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     keyed: dict[tuple[str, str, int], dict[str, dict[str, Any]]] = {}
@@ -136,7 +141,8 @@ def _throughput_md(bench: dict[str, Any]) -> list[str]:
         for op in ("encode", "decode"):
             r = ops.get(op)
             mps = r["mp_per_s"] if r else None
-            ratio = mps / jpeg[op] if mps and jpeg.get(op) else None
+            ref = device_jpeg.get((op, device, batch)) if device != "cpu" else jpeg.get(op)
+            ratio = mps / ref if mps and ref else None
             cells += [_num(mps, ".2f"), _num(ratio, ".3f")]
         out.append(f"| {any_r['label']} | {device} | {batch} | {any_r['threads']} | {_num(any_r['quality'], 'g')} | "
                    f"{_num(any_r['bpp'])} | " + " | ".join(cells) + " |")

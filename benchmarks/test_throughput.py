@@ -6,6 +6,11 @@ Run: ``python -m pytest benchmarks/test_throughput.py --benchmark-only --benchma
 ``encode_batch`` / ``decode_batch`` call) and per stage (the ``stats=`` dicts of batch-1
 calls, averaged over the timed rounds). On CUDA the timed function ends with
 ``torch.cuda.synchronize()``; CUDA cases exist only when a GPU is present.
+
+JPEG on the device vaecodec runs on: torchvision's ``encode_jpeg``/``decode_jpeg`` (nvJPEG on
+CUDA, libjpeg on the CPU) at batch 1, 8 and 32, and vaecodec beside it at batch 32 on CUDA
+(on the CPU batch 32 would take about half a minute per round, so batch 8 is the largest
+there). The CPU path of the same code runs in ``tests/test_bench_device_jpeg.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.codecs import Codec, VaecodecCodec, _other_models, baseline_codecs
+from benchmarks.codecs import Codec, TorchvisionJpeg, VaecodecCodec, _other_models, baseline_codecs
 from benchmarks.conftest import bench_threads
 from benchmarks.metrics import bpp
 from benchmarks.rd import Sample
@@ -28,6 +33,8 @@ _WANTED = {n.strip() for n in os.environ.get("VAECODEC_BENCH_CODECS", "").split(
 BASELINES = {c.name: c for c in baseline_codecs(THREADS) if not _WANTED or c.name in _WANTED}
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 RUN_VAECODEC = not _WANTED or "vaecodec" in _WANTED
+RUN_DEVICE_JPEG = not _WANTED or "jpeg-torchvision" in _WANTED
+DEVICE_BATCHES = (1, 8, 32)
 #: The shipped default (None) and, at batch 1, every other shipped model (an older generation).
 MODELS = [None, *(m for m in _other_models() if not _WANTED or f"vaecodec:{m}" in _WANTED)]
 
@@ -140,3 +147,47 @@ def test_vaecodec_batch8(benchmark: Any, batch8: list[np.ndarray], rounds: int, 
 
     _run(benchmark, run, rounds)
     _info(benchmark, codec, op, 8, device, q, batch8, datas)
+
+
+@pytest.mark.skipif(not RUN_DEVICE_JPEG, reason="jpeg-torchvision not selected")
+@pytest.mark.parametrize("batch", DEVICE_BATCHES)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op", ["encode", "decode"])
+def test_device_jpeg(benchmark: Any, batch8: list[np.ndarray], rounds: int, op: str, device: str,
+                     batch: int) -> None:
+    """JPEG on the same device as vaecodec, one batched call of ``batch`` same-size images."""
+    codec = TorchvisionJpeg(device)
+    benchmark.group = f"{op}-{device}"
+    pictures = [batch8[i % len(batch8)] for i in range(batch)]
+    q = codec.default_quality
+    datas = codec.encode_batch(pictures, q)
+
+    def run() -> None:
+        if op == "encode":
+            codec.encode_batch(pictures, q)
+        else:
+            codec.decode_batch(datas)
+        _sync(device)
+
+    _run(benchmark, run, rounds)
+    _info(benchmark, codec, op, batch, device, q, pictures, datas)
+
+
+@pytest.mark.skipif(not RUN_VAECODEC or not torch.cuda.is_available(), reason="batch 32 is timed on CUDA only")
+@pytest.mark.parametrize("op", ["encode", "decode"])
+def test_vaecodec_batch32_cuda(benchmark: Any, batch8: list[np.ndarray], rounds: int, op: str) -> None:
+    codec = vaecodec_on("cuda")
+    benchmark.group = f"{op}-cuda"
+    pictures = [batch8[i % len(batch8)] for i in range(32)]
+    q = codec.default_quality
+    datas = codec.encode_batch(pictures, q)
+
+    def run() -> None:
+        if op == "encode":
+            codec.encode_batch(pictures, q)
+        else:
+            codec.decode_batch(datas)
+        _sync("cuda")
+
+    _run(benchmark, run, rounds)
+    _info(benchmark, codec, op, 32, "cuda", q, pictures, datas)
