@@ -334,6 +334,19 @@ class Codec:
             raise VaecodecError(msg)
         return cache[best]
 
+    def bits_map(self, img: Any, *, quality: float = DEFAULT_QUALITY) -> Any:
+        """Where the bits go: the information content of y and z at every position of ``img``, with
+        the reconstruction and its error (:func:`vaecodec.analysis.bits_map`, a ``BitsMap``)."""
+        from .analysis import bits_map
+
+        return bits_map(self, img, quality=quality)
+
+    def latents(self, img: Any, *, quality: float = DEFAULT_QUALITY, output: str = "numpy") -> Any:
+        """The latents y and z of ``img``, numpy or torch (:func:`vaecodec.analysis.latents`, a ``Latents``)."""
+        from .analysis import latents
+
+        return latents(self, img, quality=quality, output=output)
+
     def check_header(self, h: Header, what: str = "file") -> None:
         """Refuse files made with another model or other weights."""
         if h.model_id != self.spec.model_id:

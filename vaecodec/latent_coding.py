@@ -91,7 +91,8 @@ class HyperpriorCoder:
                 means[..., r0:r1, c0:c1] = mu[..., ro : ro + r1 - r0, co : co + c1 - c0]
         return indexes, means
 
-    def _z(self, y: Tensor, level: float) -> Tensor:
+    def z_symbols(self, y: Tensor, level: float) -> Tensor:
+        """The z symbols (1×N×h×w int32) the encoder codes for gained latents ``y`` (1×M×h×w)."""
         hg = self.model.gains(torch.full((1,), level))[2]
         z = self.model.h_a(y.to(self.device)).float().cpu() * hg
         return torch.round(z - self._medians).to(torch.int32)
@@ -102,9 +103,18 @@ class HyperpriorCoder:
         rows = band_rows(w, self.M)
         return [slice(r, r + rows) for r in range(0, h, rows)]
 
+    def y_symbols(self, y: Tensor, indexes: Tensor, means: Tensor, level: float) -> tuple[Tensor, Tensor, Tensor]:
+        """What the encoder codes for ``y`` given the hyperprior's tables and means: the symbols
+        (int32), the table index of each (uint8) and the latents the decoder gets (symbols + means).
+
+        :mod:`vaecodec.analysis` reads the coder's probabilities through this, so its bits are the streams'.
+        """
+        symbols = torch.round(y - means)
+        return symbols.to(torch.int32), indexes, symbols + means
+
     def _encode_y(self, y: Tensor, indexes: Tensor, means: Tensor, level: float) -> tuple[list[bytes], int]:
-        symbols = torch.round(y - means).to(torch.int32).numpy()
-        idx = indexes.numpy()
+        sym, indexes, _ = self.y_symbols(y, indexes, means, level)
+        symbols, idx = sym.numpy(), indexes.numpy()
         streams = [self.y_coder.encode(symbols[..., b, :], idx[..., b, :]) for b in self._bands(*y.shape[-2:])]
         return streams, zlib.crc32(idx.tobytes())
 
@@ -141,7 +151,7 @@ class HyperpriorCoder:
     def encode(self, y: Tensor, level: float, timer: Timer = _no_timer) -> tuple[bytes, list[bytes], int]:
         """One image's gained latents (1×M×h×w) → z stream, y streams, index CRC."""
         t = time.perf_counter()
-        z_symbols = self._z(y, level)
+        z_symbols = self.z_symbols(y, level)
         t = timer("hyper", t)
         z_bytes = self.z_coder.encode(z_symbols.numpy(), self.z_indexes(z_symbols.shape))
         t = timer("entropy", t)
@@ -205,13 +215,18 @@ class CheckerboardCoder(HyperpriorCoder):
         return [(b, np.broadcast_to(mask[..., b, :], (1, channels, *mask[..., b, :].shape[-2:])).copy())
                 for b in self._bands(h, w)]
 
-    def _encode_y(self, y: Tensor, indexes: Tensor, means: Tensor, level: float) -> tuple[list[bytes], int]:
-        a = self.anchors(*y.shape[-2:])
-        at = torch.from_numpy(a)
+    def y_symbols(self, y: Tensor, indexes: Tensor, means: Tensor, level: float) -> tuple[Tensor, Tensor, Tensor]:
+        """As :meth:`HyperpriorCoder.y_symbols`; the non-anchors' tables and means come from the context pass."""
+        at = torch.from_numpy(self.anchors(*y.shape[-2:]))
         sym_a = torch.round(y - means)
         idx2, mu2 = self.context_params(indexes, means, torch.where(at, sym_a + means, 0.0), level)
-        symbols = torch.where(at, sym_a, torch.round(y - mu2)).to(torch.int32).numpy()
-        idx = idx2.numpy()
+        symbols = torch.where(at, sym_a, torch.round(y - mu2))
+        return symbols.to(torch.int32), idx2, symbols + torch.where(at, means, mu2)
+
+    def _encode_y(self, y: Tensor, indexes: Tensor, means: Tensor, level: float) -> tuple[list[bytes], int]:
+        a = self.anchors(*y.shape[-2:])
+        sym, idx2, _ = self.y_symbols(y, indexes, means, level)
+        symbols, idx = sym.numpy(), idx2.numpy()
         streams = [self.y_coder.encode(symbols[..., b, :][m], idx[..., b, :][m])
                    for mask in (a, ~a) for b, m in self._band_masks(mask, self.M)]
         return streams, zlib.crc32(idx.tobytes())

@@ -1,0 +1,88 @@
+"""What else the VAE knows (vaecodec.analysis): bits map, ranking, latent map, samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ASSETS, natural_like, tiny_checkerboard
+from vaecodec import analysis, container
+from vaecodec.codec import Codec
+
+#: A rANS stream ends with the coder's 64-bit state: at most this many bits more than the information.
+FLUSH_BITS = 64
+
+
+@pytest.fixture(scope="module")
+def ctx_codec():
+    return Codec.from_model(tiny_checkerboard(seed=2), model_id="ctx@0", tag=b"ctx0")
+
+
+def _stream_bits(data: bytes) -> tuple[int, int]:
+    vf = container.unpack(data)
+    return 8 * (len(vf.z) + sum(len(s) for s in vf.y)), 1 + len(vf.y)
+
+
+# ---------------------------------------------------------------------------- bits map
+
+
+def test_information_is_the_size_of_a_rans_stream_escapes_included(tiny_codec):
+    coder = tiny_codec.coder.y_coder
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(coder.cdfs), size=5000)
+    sym = np.rint(rng.normal(0, 3, size=5000)).astype(np.int32)
+    sym[::97] = rng.integers(-3000, 3000, size=sym[::97].size)  # far outside any table: escape-coded
+    bits = analysis.information(coder, sym, idx).sum()
+    stream = 8 * len(coder.encode(sym, idx))
+    assert 0 <= stream - bits <= FLUSH_BITS
+
+
+@pytest.mark.parametrize("which", ["tiny", "ctx", "shipped"])
+@pytest.mark.parametrize(("size", "quality"), [((64, 64), 0.0), ((100, 150), 75.0), ((1, 1), 100.0)])
+def test_bits_map_sums_to_the_coded_streams(request, which, size, quality):
+    codec = request.getfixturevalue({"tiny": "tiny_codec", "ctx": "ctx_codec", "shipped": "shipped_codec"}[which])
+    img = natural_like(*size, seed=7)
+    bm = codec.bits_map(img, quality=quality)
+    stream, n = _stream_bits(codec.encode(img, quality=quality))
+    assert 0 <= stream - bm.bits <= FLUSH_BITS * n
+    assert bm.bpp.shape == size
+    assert bm.bpp.sum() + bm.padding_bits == pytest.approx(bm.bits)
+    assert bm.padding_bits >= 0
+
+
+def test_bits_map_matches_a_real_file_within_a_fraction_of_a_percent(shipped_codec):
+    img = np.asarray(Image.open(ASSETS / "coffee.png").convert("RGB"))  # 600×400, a real photo
+    bm = shipped_codec.bits_map(img, quality=75)
+    data = shipped_codec.encode(img, quality=75)
+    stream, _ = _stream_bits(data)
+    assert 0 <= stream - bm.bits < 0.001 * stream
+    assert bm.mean_bpp == pytest.approx(bm.bits / img[..., 0].size)
+    # the reconstruction is what decoding the file gives
+    assert np.array_equal(bm.reconstruction, shipped_codec.decode(data))
+    err = np.sqrt(np.mean((bm.reconstruction.astype(float) - img.astype(float)) ** 2, axis=-1))
+    assert np.allclose(bm.error, err)
+
+
+def test_bits_map_puts_the_bits_where_the_detail_is(shipped_codec):
+    img = np.full((128, 256, 3), 120, np.uint8)
+    img[:, 128:] = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    bm = shipped_codec.bits_map(img, quality=50)
+    assert bm.bpp[:, 128:].mean() > 10 * bm.bpp[:, :128].mean()
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_bits_map_of_grayscale_and_alpha_images(shipped_codec, channels):
+    img = natural_like(80, 96, seed=3, channels=1 if channels == 1 else 3)
+    if channels == 4:
+        img = np.dstack([img, np.full(img.shape[:2], 200, np.uint8)])
+    bm = shipped_codec.bits_map(img, quality=40)
+    assert bm.reconstruction.shape == img.shape
+    assert np.array_equal(bm.reconstruction, shipped_codec.decode(shipped_codec.encode(img, quality=40)))
+    fig = analysis.draw_bits_map(bm, img, side=128)
+    assert fig.width > 3 * 128 and fig.mode == "RGB"
+
+
+def test_bits_map_refuses_a_bad_quality(tiny_codec):
+    with pytest.raises(ValueError, match="quality"):
+        tiny_codec.bits_map(natural_like(16, 16), quality=101)
