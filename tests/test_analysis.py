@@ -86,3 +86,43 @@ def test_bits_map_of_grayscale_and_alpha_images(shipped_codec, channels):
 def test_bits_map_refuses_a_bad_quality(tiny_codec):
     with pytest.raises(ValueError, match="quality"):
         tiny_codec.bits_map(natural_like(16, 16), quality=101)
+
+
+# ---------------------------------------------------------------------------- sampling
+
+
+def test_draw_symbols_follows_the_coders_table(tiny_codec):
+    coder = tiny_codec.coder.y_coder
+    t = len(coder.cdfs) // 2
+    n = int(coder.lengths[t])
+    cdf = np.asarray(coder.cdfs[t][:n], dtype=np.float64)
+    pmf = np.diff(cdf[: n - 1]) / cdf[n - 2]  # the table without its escape slot
+    sym = analysis.draw_symbols(coder, np.full(200_000, t), np.random.default_rng(0))
+    freq = np.bincount(sym - coder.offsets[t], minlength=n - 2) / sym.size
+    assert freq.shape == pmf.shape
+    assert np.abs(freq - pmf).max() < 0.005
+
+
+@pytest.mark.parametrize("which", ["tiny", "ctx", "shipped"])
+def test_samples_are_deterministic_for_a_seed(request, which):
+    codec = request.getfixturevalue({"tiny": "tiny_codec", "ctx": "ctx_codec", "shipped": "shipped_codec"}[which])
+    a = analysis.sample(codec, 2, quality=60, seed=3, size=(48, 80))
+    b = analysis.sample(codec, 2, quality=60, seed=3, size=(48, 80))
+    c = analysis.sample(codec, 2, quality=60, seed=4, size=(48, 80))
+    assert [s.shape for s in a] == [(48, 80, 3)] * 2 and a[0].dtype == np.uint8
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[0], a[1])
+    grid = analysis.draw_samples(a)
+    assert grid.size[0] > 2 * 80
+
+
+def test_samples_of_the_shipped_model_are_not_flat(shipped_codec):
+    s = analysis.sample(shipped_codec, 1, quality=75, seed=0, size=(64, 64))[0]
+    assert s.std() > 5  # colour fields and textures, not a constant
+
+
+def test_sample_refuses_bad_arguments(tiny_codec):
+    with pytest.raises(ValueError, match="n >= 1"):
+        analysis.sample(tiny_codec, 0)
+    with pytest.raises(ValueError, match="quality"):
+        analysis.sample(tiny_codec, 1, quality=-1)
