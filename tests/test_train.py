@@ -527,12 +527,34 @@ def test_joint_training_from_a_checkerboard_model_trains_transforms_and_context(
     assert codec.decode(codec.encode(img, quality=50)).shape == img.shape
 
 
-def test_widening_a_checkerboard_model_is_refused_with_a_clear_error(data_dir, tmp_path):
-    from vaecodec.errors import TrainingError
+def test_widening_a_checkerboard_model_keeps_its_function_context_included(data_dir, tmp_path):
+    """--channels with a checkerboard --init grows y, the hyperprior and the context together."""
     from vaecodec.model import CheckerboardModel
-    from vaecodec.training.export import export
+    from vaecodec.training.surgery import widen_latents, widen_transforms
 
-    w = tmp_path / "cb.safetensors"
-    export(CheckerboardModel(8, 12), w, model_id="cb@1")
-    with pytest.raises(TrainingError, match="cb.safetensors: widening a checkerboard model"):
-        train(config(data_dir, tmp_path / "wide", N=8, M=16, init=str(w)), progress=False)
+    torch.manual_seed(0)
+    old = CheckerboardModel(8, 12).eval()
+    for p in (old.entropy_parameters[-1].weight, old.entropy_parameters[-1].bias):
+        torch.nn.init.normal_(p, std=0.05)  # a context that changes the parameters
+    wide = CheckerboardModel(10, 20).eval()
+    wide.load_state_dict(widen_transforms(widen_latents(old.state_dict(), 20), 10))
+    x = torch.rand(2, 3, 64, 64)
+    for lv in (0.0, 4.0, 8.0):
+        level = torch.full((2,), lv)
+        with torch.no_grad():
+            a, b = old(x, level), wide(x, level)
+            y = old.g_a(x) * old.gains(level)[0]
+            _, s0, m0 = old.hyper_params(y, level, noise=False)
+            s0, m0 = old.coded_params(s0, m0)
+            s_old, m_old = old.latent_params(y, s0, m0, level)
+            yw = wide.g_a(x) * wide.gains(level)[0]
+            _, s1, m1 = wide.hyper_params(yw, level, noise=False)
+            s1, m1 = wide.coded_params(s1, m1)
+            s_new, m_new = wide.latent_params(yw, s1, m1, level)
+        assert not torch.allclose(s_old, s0)  # the context does change the old channels' scales
+        assert torch.allclose(s_new[:, :12], s_old, atol=1e-5) and torch.allclose(m_new[:, :12], m_old, atol=1e-5)
+        assert torch.allclose(s_new[:, 12:], s1[:, 12:]) and torch.allclose(m_new[:, 12:], m1[:, 12:])
+        assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5)
+    ck = _trained_from(old, data_dir, tmp_path, N=10, M=20)  # a run from the narrow weights trains the wide model
+    assert ck["model"]["context.weight"].shape == (20, 40, 5, 5)
+    assert ck["model"]["entropy_parameters.0.weight"].shape == (40, 60, 1, 1)

@@ -313,11 +313,6 @@ def arch_of_state(state: dict[str, torch.Tensor]) -> str:
 
 def _init_weights(model: HyperpriorModel, state: dict[str, torch.Tensor], init: str) -> None:
     try:
-        widen = ("g_a.0.weight" in state and state["g_a.0.weight"].shape[0] < model.N) or (
-            "g_a.6.weight" in state and state["g_a.6.weight"].shape[0] < model.M)
-        if widen and arch_of_state(state) != "mean-scale-hyperprior-gain":
-            msg = f"{init}: widening a checkerboard model is not supported (its context has the old width)"
-            raise TrainingError(msg)
         if "g_a.0.weight" in state and state["g_a.0.weight"].shape[0] < model.N:
             log.info("widening the transforms of %s from %d to %d channels", init,
                      state["g_a.0.weight"].shape[0], model.N)

@@ -6,6 +6,8 @@ new rate levels below the ladder, wider latents, wider transforms.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -63,7 +65,8 @@ def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[st
     channels quantize to 0. Their prior starts with zero mean and the smallest scale (they
     cost about nothing until they carry something); their gains start at the mean of the
     old ones. The hyper-synthesis' hidden widths (``M`` and ``3M/2``) grow alike: new units
-    silent, read by random weights, or active and read by zeros.
+    silent, read by random weights, or active and read by zeros. A checkerboard model's
+    context grows with them (:func:`_widen_context`).
     """
     old = _old_width(state, "g_a.6.weight", M, "y")
     if M == old:
@@ -92,7 +95,33 @@ def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[st
     w, b = grow(out["h_s.4.weight"], 1, h_new), out["h_s.4.bias"]
     out["h_s.4.weight"] = torch.cat([grow(half, 0, M) for half in w.chunk(2, 0)])
     out["h_s.4.bias"] = torch.cat([grow(half, 0, M) for half in b.chunk(2, 0)])
+    if "context.weight" in out:
+        _widen_context(out, old, M, grow)
     return out
+
+
+def _widen_context(out: dict[str, Tensor], old: int, M: int, grow: Callable[..., Tensor]) -> None:
+    """The checkerboard context and entropy-parameters network of ``out`` grown from ``old`` to ``M``.
+
+    Every input block (the anchors and their residuals of the context; the scales, means and
+    context features of the entropy parameters) gains columns of zeros: the new channels are
+    not read yet. New context features and new hidden units are computed by random weights
+    and read by zeros; the new channels' corrections (rows of the last layer) start at zero,
+    so every old channel keeps its parameters and the new ones keep the hyperprior's.
+    """
+    def blocks(t: Tensor, n: int) -> Tensor:  # each of the n input blocks of width old grown to M
+        return torch.cat([grow(part, 1, M) for part in t.chunk(n, 1)], 1)
+
+    out["context.weight"] = grow(blocks(out["context.weight"], 2), 0, M, 1.0)
+    out["context.bias"] = grow(out["context.bias"], 0, M)
+    hidden = 2 * M
+    out["entropy_parameters.0.weight"] = grow(blocks(out["entropy_parameters.0.weight"], 3), 0, hidden, 1.0)
+    out["entropy_parameters.0.bias"] = grow(out["entropy_parameters.0.bias"], 0, hidden)
+    out["entropy_parameters.2.weight"] = grow(grow(out["entropy_parameters.2.weight"], 1, hidden), 0, hidden, 1.0)
+    out["entropy_parameters.2.bias"] = grow(out["entropy_parameters.2.bias"], 0, hidden)
+    w, b = grow(out["entropy_parameters.4.weight"], 1, hidden), out["entropy_parameters.4.bias"]
+    out["entropy_parameters.4.weight"] = torch.cat([grow(half, 0, M) for half in w.chunk(2, 0)])
+    out["entropy_parameters.4.bias"] = torch.cat([grow(half, 0, M) for half in b.chunk(2, 0)])
 
 
 def widen_transforms(state: dict[str, Tensor], N: int, *, seed: int = 0) -> dict[str, Tensor]:
