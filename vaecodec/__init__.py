@@ -19,7 +19,7 @@ Torch-bound names (``Codec``, ``encode``, ``decode``) are imported lazily (PEP 5
 
 ``import vaecodec`` also registers the ``.vae`` format with Pillow (:mod:`vaecodec.pillow`):
 ``Image.open("x.vae")`` reads the header, ``load()`` decodes, ``im.save("x.vae", quality=60)``
-encodes.
+encodes. A torch ``Dataset`` over a folder of ``.vae`` files is in :mod:`vaecodec.data`.
 """
 
 from __future__ import annotations
