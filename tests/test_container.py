@@ -126,8 +126,9 @@ def test_bad_fields_raise_specific_errors(offset, fmt, value, error, match):
         container.unpack(mutate(offset, fmt, value))
 
 
-MUTATED = container.pack(sample(header=Header(**{**HEADER.__dict__, "has_icc": True}), icc=b"I" * 20))
-PAYLOAD_START = len(MUTATED) - 4 - len(b"zzz" + b"y0" * 50 + b"y1" * 10 + b"I" * 20)
+MUTATED = container.pack(sample(header=Header(**{**HEADER.__dict__, "has_icc": True, "has_exif": True}),
+                                icc=b"I" * 20, exif=b"MM\0*" + b"E" * 30))
+PAYLOAD_START = len(MUTATED) - 4 - sum(len(s) for s in container.unpack(MUTATED).streams)
 
 
 def mutants(seed: int, n: int = 3000):
@@ -158,8 +159,11 @@ def test_random_mutations_are_rejected():
 
 def test_random_mutations_with_recomputed_crc_are_rejected_or_parse_to_exactly_those_bytes():
     """An attacker can fix the CRC: then each mutant is refused, or it is a well-formed file every byte
-    of which the parser accounted for (packing what it parsed gives the same bytes back)."""
+    of which the parser accounted for: packing what it parsed gives the same bytes back, except inside
+    zlib streams (zlib has several encodings of the same data, e.g. its header's FLEVEL bits), where
+    it gives a file that parses to the same content."""
     rejected = accepted = 0
+    zlib_flags = container.FLAG_ICC_ZLIB | container.FLAG_EXIF
     for bad, _, _ in mutants(4321):
         bad = recrc(bad) if len(bad) > 4 else bad
         try:
@@ -167,7 +171,12 @@ def test_random_mutations_with_recomputed_crc_are_rejected_or_parse_to_exactly_t
         except FormatError:
             rejected += 1
             continue
-        assert container.pack(vf) == bad and vf.file_size == len(bad)
+        assert vf.file_size == len(bad)
+        again = container.pack(vf)
+        if bad[OFF_FLAGS] & zlib_flags:
+            assert container.unpack(again) == VaeFile(**{**vf.__dict__, "file_size": len(again)})
+        else:
+            assert again == bad
         accepted += 1
     assert rejected > 500 and accepted > 500, (rejected, accepted)
 

@@ -10,12 +10,18 @@ All integers are big-endian. A file is::
     header   magic, version, flags, model id, weights tag, size, pixel format,
              quality, index CRC                                  (22 + len(model id) bytes)
     streams  count (u8), then ``count`` u32 lengths, then the stream bytes in order:
-             z, y chunk 0 .. y chunk k-1, [alpha plane], [ICC profile]
+             z, y chunk 0 .. y chunk k-1, [alpha plane], [ICC profile], [EXIF]
     crc      CRC32 (zlib) of every byte before it                (4 bytes)
+
+Metadata: the ICC profile is stored as it is or zlib-compressed (whichever is smaller, flag
+bit 1), the standard sRGB profile only as flag bit 3 (no stream), and EXIF zlib-compressed
+(flag bit 2). A file without metadata has flags 0 and the same bytes as before these streams
+existed.
 
 :func:`unpack` checks magic, version, every field's range and limit, that the declared
 lengths add up to exactly the file size, and the CRC, *before* returning any stream, so
-no unchecked byte ever reaches the entropy decoder.
+no unchecked byte ever reaches the entropy decoder; it then inflates the metadata streams
+(at most :data:`MAX_METADATA_BYTES` each).
 """
 
 from __future__ import annotations
@@ -42,16 +48,25 @@ from .errors import (
 MAGIC = b"\x89VAE"
 FORMAT_VERSION = 1
 
-#: flags byte: bit 0 = an ICC profile stream is present; all other bits reserved (0).
+#: flags byte: bit 0 = an ICC profile stream is present; bit 1 = that stream is zlib-compressed;
+#: bit 2 = an EXIF stream (zlib-compressed) is present; bit 3 = the image is in the standard sRGB
+#: colour space (its profile is not stored). Bits 4-7 are reserved (0).
 FLAG_ICC = 0x01
-KNOWN_FLAGS = FLAG_ICC
+FLAG_ICC_ZLIB = 0x02
+FLAG_EXIF = 0x04
+FLAG_SRGB = 0x08
+KNOWN_FLAGS = FLAG_ICC | FLAG_ICC_ZLIB | FLAG_EXIF | FLAG_SRGB
+#: Largest ICC profile or EXIF block a file may hold, inflated (checked while inflating).
+MAX_METADATA_BYTES = 16 * 2**20
+#: zlib level of the metadata streams.
+METADATA_ZLIB_LEVEL = 9
 
 MAX_MODEL_ID_BYTES = 32
 #: Largest image side (the size fields are u16).
 MAX_SIDE = 0xFFFF
 #: Largest pixel count, Pillow's default ``Image.MAX_IMAGE_PIXELS``: checked before decoding allocates.
 MAX_PIXELS = 89_478_485
-#: Most streams one file may hold (z, y chunks, alpha, ICC).
+#: Most streams one file may hold (z, y chunks, alpha, ICC, EXIF).
 MAX_STREAMS = 255
 QUALITY_SCALE = 100  # quality is stored as round(quality * 100) in a u16
 MAX_QUALITY = 100.0
@@ -93,8 +108,18 @@ class Header:
     pixel_format: PixelFormat
     quality: float
     index_crc: int
+    #: The image has an ICC profile: stored in its own stream, or (``srgb``) the standard sRGB one.
     has_icc: bool = False
     format_version: int = FORMAT_VERSION
+    #: The profile is the standard sRGB one, stored as a flag only (``has_icc`` is then True too).
+    srgb: bool = False
+    #: An EXIF stream is present.
+    has_exif: bool = False
+
+    @property
+    def icc_stream(self) -> bool:
+        """An ICC profile stream is present (a profile other than the standard sRGB one)."""
+        return self.has_icc and not self.srgb
 
     @property
     def size_bytes(self) -> int:
@@ -104,7 +129,12 @@ class Header:
 
 @dataclass(frozen=True)
 class VaeFile:
-    """A parsed file: the header and its streams."""
+    """A parsed file: the header and its streams.
+
+    ``icc`` and ``exif`` hold the metadata itself (the profile's bytes; the EXIF TIFF structure,
+    starting ``II*\\0`` or ``MM\\0*``); :func:`pack` compresses them and :func:`unpack` inflates them.
+    A file whose header says ``srgb`` has no ICC stream (``icc`` is None).
+    """
 
     header: Header
     z: bytes
@@ -112,11 +142,53 @@ class VaeFile:
     alpha: bytes | None = None
     icc: bytes | None = None
     file_size: int = 0
+    exif: bytes | None = None
 
     @property
     def streams(self) -> tuple[bytes, ...]:
-        extra = tuple(s for s in (self.alpha, self.icc) if s is not None)
+        """The streams as stored in the file (metadata compressed), in file order."""
+        icc, _ = stored_icc(self.icc)
+        exif = stored_exif(self.exif)
+        extra = tuple(s for s in (self.alpha, icc, exif) if s is not None)
         return (self.z, *self.y, *extra)
+
+
+def stored_icc(icc: bytes | None) -> tuple[bytes | None, bool]:
+    """An ICC profile as a file stores it, and whether that is zlib-compressed (when smaller)."""
+    if icc is None:
+        return None, False
+    packed = zlib.compress(icc, METADATA_ZLIB_LEVEL)
+    return (packed, True) if len(packed) < len(icc) else (icc, False)
+
+
+def stored_exif(exif: bytes | None) -> bytes | None:
+    """An EXIF block as a file stores it (zlib-compressed)."""
+    return None if exif is None else zlib.compress(exif, METADATA_ZLIB_LEVEL)
+
+
+def metadata_bytes(icc: bytes | None, exif: bytes | None) -> int:
+    """Bytes the metadata adds to a file: its stored streams and their length fields."""
+    streams = [s for s in (stored_icc(icc)[0], stored_exif(exif)) if s is not None]
+    return sum(len(s) + _LENGTH.size for s in streams)
+
+
+def _inflate(data: bytes, what: str) -> bytes:
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, MAX_METADATA_BYTES + 1)
+    except zlib.error as e:
+        msg = f"{what} stream is corrupt (zlib: {e})"
+        raise FormatError(msg) from None
+    if len(out) > MAX_METADATA_BYTES:
+        msg = f"{what} stream inflates to more than {MAX_METADATA_BYTES} bytes"
+        raise LimitError(msg)
+    if not d.eof:
+        msg = f"{what} stream is truncated (incomplete zlib data)"
+        raise TruncatedError(msg)
+    if d.unused_data:
+        msg = f"{len(d.unused_data)} unexpected bytes after the {what} stream's zlib data"
+        raise FormatError(msg)
+    return out
 
 
 def overhead(n_streams: int, model_id_len: int) -> int:
@@ -160,9 +232,19 @@ def pack(f: VaeFile) -> bytes:
     if h.pixel_format.has_alpha != (f.alpha is not None):
         msg = f"pixel format {h.pixel_format.name} {'needs' if h.pixel_format.has_alpha else 'takes no'} alpha stream"
         raise FormatError(msg)
-    if h.has_icc != (f.icc is not None):
-        msg = "has_icc must match the presence of an ICC stream"
+    if h.icc_stream != (f.icc is not None):
+        msg = "has_icc (without srgb) must match the presence of an ICC stream"
         raise FormatError(msg)
+    if h.srgb and not h.has_icc:
+        msg = "srgb needs has_icc (the standard sRGB profile is a profile)"
+        raise FormatError(msg)
+    if h.has_exif != (f.exif is not None):
+        msg = "has_exif must match the presence of an EXIF stream"
+        raise FormatError(msg)
+    for what, meta in (("ICC profile", f.icc), ("EXIF block", f.exif)):
+        if meta is not None and len(meta) > MAX_METADATA_BYTES:
+            msg = f"{what} of {len(meta)} bytes exceeds the limit of {MAX_METADATA_BYTES}"
+            raise LimitError(msg)
     if not f.y:
         msg = "a file needs at least one y stream"
         raise FormatError(msg)
@@ -171,7 +253,9 @@ def pack(f: VaeFile) -> bytes:
         msg = f"{len(streams)} streams exceed the limit of {MAX_STREAMS}"
         raise LimitError(msg)
     mid = h.model_id.encode("ascii")
-    out = bytearray(_PREFIX.pack(MAGIC, FORMAT_VERSION, FLAG_ICC if h.has_icc else 0, len(mid)))
+    flags = (FLAG_ICC if h.icc_stream else 0) | (FLAG_ICC_ZLIB if stored_icc(f.icc)[1] else 0)
+    flags |= (FLAG_EXIF if h.has_exif else 0) | (FLAG_SRGB if h.srgb else 0)
+    out = bytearray(_PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(mid)))
     out += mid
     out += _FIELDS.pack(
         h.weights_tag, h.height, h.width, int(h.pixel_format), round(h.quality * QUALITY_SCALE), h.index_crc
@@ -221,7 +305,13 @@ def _parse_header(r: _Reader) -> Header:
         msg = f"file is format version {version}; this vaecodec reads version {FORMAT_VERSION}"
         raise UnsupportedVersionError(msg)
     if flags & ~KNOWN_FLAGS:
-        msg = f"unknown flags 0x{flags:02x} (reserved bits must be 0)"
+        msg = f"unknown flags 0x{flags:02x} (reserved bits must be 0; a newer vaecodec may read this file)"
+        raise FormatError(msg)
+    if flags & FLAG_ICC and flags & FLAG_SRGB:
+        msg = f"flags 0x{flags:02x} declare both an ICC stream and the sRGB flag"
+        raise FormatError(msg)
+    if flags & FLAG_ICC_ZLIB and not flags & FLAG_ICC:
+        msg = f"flags 0x{flags:02x} declare a compressed ICC stream but no ICC stream"
         raise FormatError(msg)
     if not 1 <= id_len <= MAX_MODEL_ID_BYTES:
         msg = f"model id length {id_len} outside 1..{MAX_MODEL_ID_BYTES}"
@@ -243,7 +333,8 @@ def _parse_header(r: _Reader) -> Header:
     return Header(
         model_id=raw_id.decode("ascii"), weights_tag=tag, height=height, width=width,
         pixel_format=pixel_format, quality=q / QUALITY_SCALE, index_crc=index_crc,
-        has_icc=bool(flags & FLAG_ICC),
+        has_icc=bool(flags & (FLAG_ICC | FLAG_SRGB)), srgb=bool(flags & FLAG_SRGB),
+        has_exif=bool(flags & FLAG_EXIF),
     )
 
 
@@ -360,8 +451,9 @@ def unpack(data: bytes) -> VaeFile:
         raise TruncatedError(msg)
     r = _Reader(data)
     h = _parse_header(r)
+    flags = _PREFIX.unpack_from(data)[2]
     (count,) = r.unpack(_COUNT, "stream count")
-    fixed = 1 + int(h.pixel_format.has_alpha) + int(h.has_icc)
+    fixed = 1 + int(h.pixel_format.has_alpha) + int(h.icc_stream) + int(h.has_exif)
     if count < fixed + 1:
         msg = f"{count} streams declared; this header needs at least {fixed + 1}"
         raise FormatError(msg)
@@ -380,6 +472,10 @@ def unpack(data: bytes) -> VaeFile:
         raise ChecksumError(msg)
     streams = [r.take(n, f"stream {i}") for i, n in enumerate(lengths)]
     n_y = count - fixed
-    icc = streams.pop() if h.has_icc else None
+    exif = _inflate(streams.pop(), "EXIF") if h.has_exif else None
+    icc = streams.pop() if h.icc_stream else None
+    if icc is not None and flags & FLAG_ICC_ZLIB:
+        icc = _inflate(icc, "ICC profile")
     alpha = streams.pop() if h.pixel_format.has_alpha else None
-    return VaeFile(header=h, z=streams[0], y=tuple(streams[1 : 1 + n_y]), alpha=alpha, icc=icc, file_size=len(data))
+    return VaeFile(header=h, z=streams[0], y=tuple(streams[1 : 1 + n_y]), alpha=alpha, icc=icc,
+                   file_size=len(data), exif=exif)

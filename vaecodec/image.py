@@ -7,7 +7,9 @@ Input policy (what ``encode`` accepts and how it is converted, like cwebp/avifen
   ``P`` (palette) becomes ``RGB``, or ``RGBA`` when it has transparency; ``1`` becomes ``L``;
   ``CMYK``/``YCbCr``/``LAB``/``HSV`` become ``RGB``; 16-bit (``I;16*``, ``I``) is scaled to 8
   bits (value / 257, rounded) and ``F`` is clipped to 0..255: the codec is 8-bit. An ICC
-  profile (``info["icc_profile"]``) is carried through to the decoded image.
+  profile (``info["icc_profile"]``) and the EXIF block (``info["exif"]``, its orientation tag
+  applied and removed) are carried through to the decoded image; a profile that is the
+  standard sRGB one (:func:`is_srgb`) comes back as vaecodec's sRGB profile (:data:`SRGB_PROFILE`).
 * **numpy arrays** H×W, H×W×1 (grayscale), H×W×3 (RGB) or H×W×4 (RGBA); uint8, uint16
   (scaled to 8 bits) or float in [0, 1].
 * **torch tensors** C×H×W (or 1×C×H×W) with C in 1, 3, 4; float in [0, 1] or uint8.
@@ -23,6 +25,8 @@ and cropped back on decode, so any size from 1×1 up works.
 from __future__ import annotations
 
 import io
+import math
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,12 +44,13 @@ OUTPUTS = ("numpy", "pil", "torch")
 
 @dataclass
 class Planes:
-    """An image as the codec sees it: 8-bit colour planes, an optional alpha plane, an ICC profile."""
+    """An image as the codec sees it: 8-bit colour planes, an optional alpha plane, metadata."""
 
     rgb: np.ndarray  # H×W×3 uint8 (grayscale replicated to 3 channels)
     pixel_format: PixelFormat
     alpha: np.ndarray | None = None  # H×W uint8
     icc: bytes | None = None
+    exif: bytes | None = None  # the EXIF TIFF structure (II*\0 / MM\0*), orientation removed
 
     @property
     def height(self) -> int:
@@ -107,9 +112,11 @@ def from_array(a: np.ndarray, *, what: str = "array") -> Planes:
 def from_pil(im: Image.Image, *, what: str = "image") -> Planes:
     """Any Pillow image → :class:`Planes` (policy in the module docstring)."""
     icc = im.info.get("icc_profile") or None
+    exif: bytes | None = None
     try:
         im = ImageOps.exif_transpose(im)
-    except Exception:  # a broken EXIF block must not make the image unreadable
+        exif = exif_block(im.info.get("exif"))
+    except Exception:  # a broken EXIF block must not make the image unreadable (it is dropped)
         pass
     _check_size(im.height, im.width, what)
     mode = im.mode
@@ -135,7 +142,153 @@ def from_pil(im: Image.Image, *, what: str = "image") -> Planes:
             raise ImageError(msg) from None
         p = from_array(np.asarray(rgb), what=what)
     p.icc = icc
+    p.exif = exif
     return p
+
+
+EXIF_PREFIX = b"Exif\0\0"  # what JPEG's APP1 segment (and Pillow's info["exif"]) puts before the TIFF data
+
+
+def exif_block(raw: bytes | None) -> bytes | None:
+    """Pillow's ``info["exif"]`` → the EXIF TIFF structure (prefix removed), or None if it is not one."""
+    if not raw:
+        return None
+    data = bytes(raw)
+    if data.startswith(EXIF_PREFIX):
+        data = data[len(EXIF_PREFIX) :]
+    return data if data[:4] in (b"II*\0", b"MM\0*") else None
+
+
+# ---------------------------------------------------------------------------- sRGB
+
+#: sRGB's colorants, D50-adapted (Bradford), as Little CMS's built-in sRGB profile stores them.
+SRGB_COLORANTS = {
+    b"rXYZ": (0x6FA0, 0x38F5, 0x0390), b"gXYZ": (0x6297, 0xB787, 0x18D9), b"bXYZ": (0x249F, 0x0F84, 0xB6C3)
+}
+#: The sRGB tone curve as an ICC parametric curve (type 3: g, a, b, c, d), s15Fixed16.
+SRGB_CURVE = (0x26666, 0xF2A7, 0x0D59, 0x13D0, 0x0A5B)
+_D50 = (0xF6D6, 0x10000, 0xD32D)
+#: Bradford adaptation D65 → D50 (the chad tag), s15Fixed16.
+_CHAD = (0x10C42, 0x05DE, -0x0CDB, 0x0793, 0xFD90, -0x045F, -0x025E, 0x03DC, 0xC06E)
+COLORANT_TOLERANCE = 0.003
+CURVE_TOLERANCE = 1 / 512
+_CURVE_SAMPLES = 1024
+_LUT_TAGS = (b"A2B0", b"A2B1", b"A2B2", b"B2A0", b"B2A1", b"B2A2", b"D2B0", b"D2B1", b"D2B2", b"D2B3",
+             b"B2D0", b"B2D1", b"B2D2", b"B2D3")
+
+
+def _s15(v: int) -> bytes:
+    return struct.pack(">i", v)
+
+
+def _mluc(text: str) -> bytes:
+    raw = text.encode("utf-16-be")
+    return b"mluc\0\0\0\0" + struct.pack(">II2s2sII", 1, 12, b"en", b"US", len(raw), 28) + raw
+
+
+def _srgb_profile() -> bytes:
+    """vaecodec's sRGB profile: ICC v4.3, display class, matrix/TRC, a fixed date (reproducible bytes)."""
+    xyz = lambda v: b"XYZ \0\0\0\0" + b"".join(map(_s15, v))  # noqa: E731
+    curve = b"para\0\0\0\0" + struct.pack(">HH", 3, 0) + b"".join(map(_s15, SRGB_CURVE))
+    tags = [
+        (b"desc", _mluc("sRGB (vaecodec)")), (b"cprt", _mluc("No copyright, use freely")),
+        (b"wtpt", xyz(_D50)), (b"chad", b"sf32\0\0\0\0" + b"".join(map(_s15, _CHAD))),
+        *((sig, xyz(v)) for sig, v in SRGB_COLORANTS.items()),
+        (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body, placed = b"", b"", {}
+    for sig, data in tags:
+        if data not in placed:  # the three curves share one copy
+            placed[data] = offset + len(body)
+            body += data + b"\0" * (-len(data) % 4)
+        table += struct.pack(">4sII", sig, placed[data], len(data))
+    size = offset + len(body)
+    header = (struct.pack(">I4sI4s4s4s6H4s", size, b"", 0x04300000, b"mntr", b"RGB ", b"XYZ ",
+                          2026, 1, 1, 0, 0, 0, b"acsp")
+              + bytes(28) + b"".join(map(_s15, _D50)) + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+#: The profile attached to decoded images whose file says "sRGB" (ICC v4.3, matrix/TRC).
+SRGB_PROFILE = _srgb_profile()
+
+
+def _eval_curve(tag: bytes, x: float) -> float | None:
+    """An ICC ``curv`` or ``para`` tone curve at ``x`` in [0, 1] (None for what this does not read)."""
+    kind = tag[:4]
+    if kind == b"curv" and len(tag) >= 12:
+        (n,) = struct.unpack_from(">I", tag, 8)
+        if len(tag) < 12 + 2 * n:
+            return None
+        if n == 0:
+            return x
+        if n == 1:
+            return x ** (struct.unpack_from(">H", tag, 12)[0] / 256)
+        pos = x * (n - 1)
+        i = min(int(pos), n - 2)
+        a, b = struct.unpack_from(">HH", tag, 12 + 2 * i)
+        return (a + (b - a) * (pos - i)) / 65535
+    if kind == b"para" and len(tag) >= 12:
+        (fn,) = struct.unpack_from(">H", tag, 8)
+        count = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}.get(fn)
+        if count is None or len(tag) < 12 + 4 * count:
+            return None
+        p = [v / 65536 for v in struct.unpack_from(f">{count}i", tag, 12)]
+        g, a, b, c, d, e, f = (p + [0.0] * 7)[:7]
+        if fn == 0:
+            return x**g
+        if fn == 1:
+            return (a * x + b) ** g if x >= -b / a else 0.0
+        if fn == 2:
+            return (a * x + b) ** g + c if x >= -b / a else c
+        if fn == 3:
+            return (a * x + b) ** g if x >= d else c * x
+        return (a * x + b) ** g + e if x >= d else c * x + f
+    return None
+
+
+def _srgb_eotf(x: float) -> float:
+    return x / 12.92 if x <= 0.04045 else ((x + 0.055) / 1.055) ** 2.4
+
+
+def is_srgb(icc: bytes | None) -> bool:
+    """True if ``icc`` is a standard sRGB profile: an RGB display profile without lookup-table tags,
+    whose colorants are within :data:`COLORANT_TOLERANCE` of sRGB's and whose three tone curves are
+    within :data:`CURVE_TOLERANCE` of the sRGB curve. It then says no more than "these pixels are
+    sRGB", and a file stores it as a flag (``docs/FORMAT.md``)."""
+    if not icc or len(icc) < 132:
+        return False
+    if icc[36:40] != b"acsp" or icc[12:16] != b"mntr" or icc[16:20] != b"RGB " or icc[20:24] != b"XYZ ":
+        return False
+    (n,) = struct.unpack_from(">I", icc, 128)
+    if n > 200 or len(icc) < 132 + 12 * n:
+        return False
+    tags: dict[bytes, bytes] = {}
+    for i in range(n):
+        sig, off, size = struct.unpack_from(">4sII", icc, 132 + 12 * i)
+        if off + size > len(icc):
+            return False
+        tags[sig] = icc[off : off + size]
+    if any(t in tags for t in _LUT_TAGS):
+        return False
+    try:
+        for sig, want in SRGB_COLORANTS.items():
+            tag = tags[sig]
+            if tag[:4] != b"XYZ " or len(tag) < 20:
+                return False
+            got = struct.unpack_from(">3i", tag, 8)
+            if max(abs(g - w) for g, w in zip(got, want)) / 65536 > COLORANT_TOLERANCE:
+                return False
+        for sig in (b"rTRC", b"gTRC", b"bTRC"):
+            for k in range(_CURVE_SAMPLES):
+                x = k / (_CURVE_SAMPLES - 1)
+                y = _eval_curve(tags[sig], x)
+                if y is None or not math.isfinite(y) or abs(y - _srgb_eotf(x)) > CURVE_TOLERANCE:
+                    return False
+    except (KeyError, ZeroDivisionError, OverflowError, ValueError, struct.error):
+        return False
+    return True
 
 
 def _palette_is_gray(im: Image.Image) -> bool:
@@ -235,8 +388,10 @@ def assemble(rgb: np.ndarray, pixel_format: PixelFormat, alpha: np.ndarray | Non
     return rgb
 
 
-def to_output(a: np.ndarray, output: str, icc: bytes | None = None) -> Any:
-    """Assembled array → numpy (as is), PIL image (ICC attached) or float C×H×W tensor in [0, 1]."""
+def to_output(a: np.ndarray, output: str, icc: bytes | None = None, exif: bytes | None = None) -> Any:
+    """Assembled array → numpy (as is), PIL image (ICC profile and EXIF attached, as Pillow's readers
+    do: ``info["icc_profile"]``, ``info["exif"]`` with its ``Exif\\0\\0`` prefix) or float C×H×W
+    tensor in [0, 1]."""
     if output == "numpy":
         return a
     if output == "pil":
@@ -246,6 +401,8 @@ def to_output(a: np.ndarray, output: str, icc: bytes | None = None) -> Any:
         im = Image.fromarray(a, mode)
         if icc:
             im.info["icc_profile"] = icc
+        if exif:
+            im.info["exif"] = EXIF_PREFIX + exif
         return im
     if output == "torch":
         import torch
