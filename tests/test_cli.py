@@ -395,3 +395,125 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(run, tmp_path):
     r = run("encode", *files, "-o", tmp_path / "out")
     assert r.exit_code == 0 and "\r" not in r.stderr and r.stderr == ""
     assert len(list((tmp_path / "out").iterdir())) == 3
+
+
+# ---------------------------------------------------------------------------- metadata and decoded outputs
+
+
+def _camera_jpeg(path: Path, icc: bytes | None = None) -> Path:
+    from test_metadata import camera_exif
+
+    kw = {"icc_profile": icc} if icc else {}
+    Image.fromarray(natural_like(24, 32)).save(path, exif=camera_exif(), quality=95, **kw)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif"])
+def test_exif_and_profile_survive_encode_and_decode(run, tmp_path, suffix):
+    from test_metadata import DISPLAY_P3, assert_camera_exif
+
+    src = _camera_jpeg(tmp_path / "cam.jpg", icc=DISPLAY_P3)
+    assert run("encode", src, "-o", tmp_path / "cam.vae").exit_code == 0
+    r = run("decode", tmp_path / "cam.vae", "-o", tmp_path / f"out{suffix}")
+    assert r.exit_code == 0, r.stderr
+    with Image.open(tmp_path / f"out{suffix}") as im:
+        assert_camera_exif(im.getexif())
+        assert im.info["icc_profile"] == DISPLAY_P3
+
+
+def test_strip_drops_exif_and_profile(run, tmp_path):
+    from test_metadata import DISPLAY_P3
+
+    src = _camera_jpeg(tmp_path / "cam.jpg", icc=DISPLAY_P3)
+    run("encode", src, "-o", tmp_path / "kept.vae")
+    assert run("encode", src, "--strip", "-o", tmp_path / "bare.vae").exit_code == 0
+    assert (tmp_path / "bare.vae").stat().st_size < (tmp_path / "kept.vae").stat().st_size
+    run("decode", tmp_path / "bare.vae", "-o", tmp_path / "bare.png")
+    with Image.open(tmp_path / "bare.png") as im:
+        assert "icc_profile" not in im.info and not im.getexif()
+
+
+def test_target_bpp_below_the_metadata_names_it(run, tmp_path):
+    from test_metadata import DISPLAY_P3
+
+    src = _camera_jpeg(tmp_path / "cam.jpg", icc=DISPLAY_P3)
+    r = run("encode", src, "--target-bpp", "0.5")
+    assert r.exit_code == 1
+    line = one_error_line(r)
+    assert str(src) in line and "metadata alone" in line and "ICC profile" in line and "--strip" in line
+
+
+@pytest.fixture
+def vae_and_pixels(run, png, tmp_path, tiny_codec):
+    run("encode", png, "-o", tmp_path / "a.vae")
+    data = (tmp_path / "a.vae").read_bytes()
+    return tmp_path / "a.vae", tiny_codec.decode(data)
+
+
+def test_webp_is_lossless_by_default(run, vae_and_pixels, tmp_path):
+    vae, pixels = vae_and_pixels
+    assert run("decode", vae, "-o", tmp_path / "a.webp").exit_code == 0
+    with Image.open(tmp_path / "a.webp") as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), pixels)
+
+
+def test_webp_keeps_alpha_and_the_colour_under_it(run, tmp_path, tiny_codec):
+    rgba = np.dstack([natural_like(20, 20), np.tile(np.arange(20, dtype=np.uint8) * 13, (20, 1))])
+    rgba[:, :3, 3] = 0  # fully transparent columns
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
+    run("encode", tmp_path / "t.png")
+    pixels = tiny_codec.decode((tmp_path / "t.vae").read_bytes())
+    assert run("decode", tmp_path / "t.vae", "-o", tmp_path / "t.webp").exit_code == 0
+    with Image.open(tmp_path / "t.webp") as im:
+        assert im.mode == "RGBA" and np.array_equal(np.asarray(im), pixels)
+
+
+def test_output_quality_sets_jpeg_and_makes_webp_lossy(run, vae_and_pixels, tmp_path):
+    vae, pixels = vae_and_pixels
+    sizes = {}
+    for q in (20, 95):
+        assert run("decode", vae, "-o", tmp_path / f"q{q}.jpg", "--output-quality", q).exit_code == 0
+        sizes[q] = (tmp_path / f"q{q}.jpg").stat().st_size
+    assert sizes[20] < sizes[95], sizes
+    run("decode", vae, "-o", tmp_path / "default.jpg")
+    assert (tmp_path / "default.jpg").read_bytes() == (tmp_path / f"q{cli.DEFAULT_OUTPUT_QUALITY}.jpg").read_bytes()
+    run("decode", vae, "-o", tmp_path / "lossy.webp", "--output-quality", 30)
+    with Image.open(tmp_path / "lossy.webp") as im:
+        assert not np.array_equal(np.asarray(im.convert("RGB")), pixels)
+
+
+def test_avif_output_at_a_quality(run, vae_and_pixels, tmp_path):
+    vae, pixels = vae_and_pixels
+    assert run("decode", vae, "-o", tmp_path / "a.avif", "--output-quality", 90).exit_code == 0
+    with Image.open(tmp_path / "a.avif") as im:
+        assert im.format == "AVIF" and im.size == (pixels.shape[1], pixels.shape[0])
+
+
+def test_output_quality_for_a_lossless_format_is_refused_before_the_model_loads(no_model, png, tmp_path):
+    r = no_model("decode", png.with_suffix(".vae"), "-o", tmp_path / "x.png", "--output-quality", 80)
+    assert r.exit_code == 1
+    line = one_error_line(r)
+    assert str(tmp_path / "x.png") in line and "--output-quality" in line and "losslessly" in line
+
+
+def test_jpeg_xl_is_written_losslessly_or_refused_clearly(run, vae_and_pixels, tmp_path):
+    vae, pixels = vae_and_pixels
+    r = run("decode", vae, "-o", tmp_path / "a.jxl")
+    if cli._jxl_writer() is None:
+        assert r.exit_code == 1 and "JPEG XL" in one_error_line(r)
+        return
+    assert r.exit_code == 0, r.stderr
+    data = (tmp_path / "a.jxl").read_bytes()
+    assert data[:2] == b"\xff\x0a" or data[:12] == b"\0\0\0\x0cJXL \r\n\x87\n"
+    if cli._jxl_writer() == "imagecodecs":
+        import imagecodecs
+
+        assert np.array_equal(imagecodecs.jpegxl_decode(data), pixels)
+
+
+def test_jpeg_xl_without_a_writer_is_a_one_line_error(no_model, png, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "_jxl_writer", lambda: None)
+    r = no_model("decode", png.with_suffix(".vae"), "-o", tmp_path / "x.jxl")
+    assert r.exit_code == 1
+    line = one_error_line(r)
+    assert str(tmp_path / "x.jxl") in line and "cannot write JPEG XL" in line

@@ -136,3 +136,51 @@ def test_shipped_model_is_used_for_its_files(tmp_path):
     (tmp_path / "s.vae").write_bytes(vaecodec.encode(a, quality=30))
     x = VaeDataset(tmp_path)[0]
     assert torch.equal(x, vaecodec.decode(tmp_path / "s.vae", output="torch"))
+
+
+# ---------------------------------------------------------------- Codec.decode_batch(output="torch")
+
+
+def test_decode_batch_torch_is_one_stacked_tensor(codec):
+    datas = codec.encode_batch([natural_like(H, W, seed=i) for i in range(3)], quality=50)
+    x = codec.decode_batch(datas, output="torch")
+    assert isinstance(x, torch.Tensor) and x.shape == (3, 3, H, W) and x.dtype == torch.float32
+    assert x.is_contiguous() and x.device.type == "cpu"
+    assert torch.equal(x, torch.stack([codec.decode(d, output="torch") for d in datas]))
+    assert torch.equal(codec.decode_batch(datas, output="torch", device="cpu"), x)
+    numpy = codec.decode_batch(datas)
+    assert np.array_equal(np.rint(x.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8), np.stack(numpy))
+
+
+def test_decode_batch_torch_mixes_qualities_and_keeps_channels(codec):
+    gray = [natural_like(H, W, seed=i, channels=1) for i in range(2)]
+    datas = [codec.encode(gray[0], quality=10), codec.encode(gray[1], quality=90)]
+    x = codec.decode_batch(datas, output="torch")
+    assert x.shape == (2, 1, H, W)
+    assert torch.equal(x[1], codec.decode(datas[1], output="torch"))
+
+
+def test_decode_batch_torch_refuses_sizes_or_channels_that_do_not_stack(codec):
+    same = codec.encode(natural_like(H, W))
+    taller = codec.encode(natural_like(H + 16, W))
+    gray = codec.encode(natural_like(H, W, channels=1))
+    with pytest.raises(ValueError, match=r"file 0 is 24x16 RGB, file 2 is 24x32 RGB"):
+        codec.decode_batch([same, same, taller], output="torch")
+    with pytest.raises(ValueError, match=r"file 1 is 24x16 L"):
+        codec.decode_batch([same, gray], output="torch")
+    assert [a.shape for a in codec.decode_batch([same, taller])] == [(H, W, 3), (H + 16, W, 3)]  # lists still mix
+
+
+def test_decode_batch_device_is_for_torch_output_only(codec):
+    data = codec.encode(natural_like(H, W))
+    with pytest.raises(ValueError, match="device applies to output='torch' only"):
+        codec.decode_batch([data], output="numpy", device="cpu")
+    with pytest.raises(ValueError, match="at least one file"):
+        codec.decode_batch([], output="torch")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_decode_batch_torch_on_cuda(codec):
+    datas = codec.encode_batch([natural_like(H, W, seed=i) for i in range(2)])
+    x = codec.decode_batch(datas, output="torch", device="cuda")
+    assert x.device.type == "cuda" and torch.equal(x.cpu(), codec.decode_batch(datas, output="torch"))

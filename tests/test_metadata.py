@@ -282,3 +282,61 @@ def test_orientation_is_applied_and_removed_from_the_kept_exif(tmp_path):
     ex.load(p.exif)
     assert 0x0112 not in ex
     assert_camera_exif(ex)
+
+
+# ---------------------------------------------------------------------------- through the codec
+
+
+def photo(icc: bytes | None = None, exif: Image.Exif | None = None, size=(24, 32)) -> Image.Image:
+    """A JPEG as a camera or editor writes it (EXIF and/or a profile), opened with Pillow."""
+    buf = io.BytesIO()
+    kw = {k: v for k, v in (("icc_profile", icc), ("exif", exif)) if v is not None}
+    Image.fromarray(natural_like(*size)).save(buf, format="JPEG", quality=95, **kw)
+    im = Image.open(io.BytesIO(buf.getvalue()))
+    im.load()
+    return im
+
+
+def test_exif_and_srgb_are_kept_and_the_profile_costs_no_byte(tiny_codec):
+    im = photo(icc=lcms_srgb(), exif=camera_exif())
+    kept = tiny_codec.encode(im, quality=50)
+    stripped = tiny_codec.encode(im, quality=50, metadata=False)
+    vf = container.unpack(kept)
+    assert vf.header.srgb and vf.header.has_icc and vf.header.has_exif and vf.icc is None
+    assert len(kept) - len(stripped) == len(zlib.compress(vf.exif, 9)) + 4  # EXIF stream + its length; sRGB: 0
+    out = tiny_codec.decode(kept, output="pil")
+    assert out.info["icc_profile"] == SRGB_PROFILE and is_srgb(out.info["icc_profile"])
+    assert_camera_exif(out.getexif())
+
+
+def test_other_profiles_round_trip_byte_exact_and_compressed(tiny_codec):
+    im = photo(icc=DISPLAY_P3)
+    with_icc = tiny_codec.encode(im, quality=50)
+    without = tiny_codec.encode(im, quality=50, metadata=False)
+    assert 0 < len(with_icc) - len(without) < len(DISPLAY_P3) / 2
+    assert tiny_codec.decode(with_icc, output="pil").info["icc_profile"] == DISPLAY_P3
+
+
+def test_metadata_false_writes_what_the_bare_pixels_give(tiny_codec):
+    im = photo(icc=DISPLAY_P3, exif=camera_exif())
+    stripped = tiny_codec.encode(im, quality=50, metadata=False)
+    assert stripped == tiny_codec.encode(np.asarray(im), quality=50)
+    assert stripped[OFF_FLAGS] == 0
+    out = tiny_codec.decode(stripped, output="pil")
+    assert "icc_profile" not in out.info and "exif" not in out.info
+    assert tiny_codec.encode_batch([im], quality=50, metadata=False) == [stripped]
+
+
+def test_target_bpp_counts_metadata_and_says_when_it_alone_is_too_much(tiny_codec):
+    exif = camera_exif()
+    exif[0x010E] = bytes(np.random.default_rng(1).integers(65, 91, 600, dtype=np.uint8)).decode()  # a long caption
+    im = photo(exif=exif, size=(16, 16))
+    from vaecodec.errors import VaecodecError
+
+    with pytest.raises(VaecodecError, match=r"metadata alone takes \(EXIF \d+ bytes compressed: [\d.]+ bpp\)") as e:
+        tiny_codec.encode(im, target_bpp=4.0)
+    assert "metadata=False" in str(e.value) and "--strip" in str(e.value)
+    try:  # without the metadata the target is judged on the image alone
+        tiny_codec.encode(im, target_bpp=4.0, metadata=False)
+    except VaecodecError as e2:
+        assert "metadata" not in str(e2)

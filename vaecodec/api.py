@@ -20,7 +20,7 @@ def _codec(model_id: str | None, device: str) -> Codec:
 
 def encode(
     image: Any, /, *, quality: float = DEFAULT_QUALITY, target_bpp: float | None = None,
-    model: str | None = None, device: str = "cpu", refine: int = 0,
+    model: str | None = None, device: str = "cpu", refine: int = 0, metadata: bool = True,
 ) -> bytes:
     """Encode a PIL image, numpy array (H×W[×C]) or torch tensor (C×H×W) to .vae bytes.
 
@@ -30,9 +30,12 @@ def encode(
     ``quality`` runs from 0 to 100 (default 75); ``target_bpp`` instead searches the quality
     that lands within 5 % of that many bits per pixel. ``refine`` spends that many gradient
     steps on the latents (slower encoding, smaller files; see :meth:`Codec.encode`).
+
+    ``metadata`` (default True) keeps a PIL image's ICC profile and EXIF block in the file
+    (``decode(..., output="pil")`` gives them back in ``info``); False drops both.
     """
     codec = _codec(model, device)
-    return codec.encode(image, quality=quality, target_bpp=target_bpp, refine=refine)
+    return codec.encode(image, quality=quality, target_bpp=target_bpp, refine=refine, metadata=metadata)
 
 
 def decode(source: Any, /, *, output: str = "numpy", device: str = "cpu") -> Any:

@@ -30,6 +30,14 @@ STDIO = "-"
 ENCODED_SUFFIX = ".vae"
 DEFAULT_DECODED_SUFFIX = ".png"
 
+#: Quality of JPEG and AVIF outputs when --output-quality is not given.
+DEFAULT_OUTPUT_QUALITY = 95
+#: Formats with a quality setting; WebP and JPEG XL are written losslessly unless one is given.
+LOSSY_FORMATS = ("JPEG", "WEBP", "AVIF", "JXL")
+#: Formats whose Pillow writer stores an ICC profile and EXIF.
+METADATA_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "AVIF", "JXL")
+JXL_SUFFIXES = (".jxl",)
+
 
 def err(msg: str) -> None:
     click.echo(msg, err=True)
@@ -232,12 +240,19 @@ def main() -> None:
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="A .safetensors file from `vaecodec train`/`export` (e.g. a fine-tuned model).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+@click.option("--strip", is_flag=True,
+              help="Drop the ICC profile and EXIF block (kept by default: EXIF compressed, the standard sRGB "
+                   "profile as a flag, other profiles compressed).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-v", "--verbose", is_flag=True, help="Print size, bpp and time per file (stderr).")
 def encode(inputs: tuple[str, ...], output: str | None, quality: float | None, target_bpp: float | None,
-           refine: int, model_id: str | None, weights: str | None, device: str, force: bool,
+           refine: int, model_id: str | None, weights: str | None, device: str, strip: bool, force: bool,
            verbose: bool) -> None:
-    """Encode images (PNG, JPEG, WebP, TIFF, BMP, PPM, ...) to .vae files."""
+    """Encode images (PNG, JPEG, WebP, TIFF, BMP, PPM, ...) to .vae files.
+
+    The ICC profile and EXIF metadata are kept unless --strip is given; --target-bpp counts the
+    whole file, metadata included.
+    """
     if quality is not None and target_bpp is not None:
         msg = "give either --quality or --target-bpp, not both"
         raise click.UsageError(msg)
@@ -251,7 +266,7 @@ def encode(inputs: tuple[str, ...], output: str | None, quality: float | None, t
         t0 = time.perf_counter()
         planes = open_image(src, read_input(src) if src == STDIO else None)
         q = DEFAULT_QUALITY if quality is None else quality
-        data = codec.encode(planes, quality=q, target_bpp=target_bpp, refine=refine)
+        data = codec.encode(planes, quality=q, target_bpp=target_bpp, refine=refine, metadata=not strip)
         write_output(dst, lambda f: f.write(data), force=force, inputs=list(inputs))
         if verbose:
             h = container.read_header(data)
@@ -271,7 +286,11 @@ def _codec(model_id: str | None, weights: str | None, device: str, deterministic
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", help="Output file (one input) or folder (many); '-' for stdout (PNG). "
-              "The format follows the extension (.png, .webp, .tif, .bmp, .ppm, ...); default .png.")
+              "The format follows the extension (.png, .webp, .tif, .bmp, .ppm, .jpg, .avif, .jxl, ...); "
+              "default .png. PNG, TIFF, BMP, PPM and (by default) WebP and JPEG XL are lossless.")
+@click.option("--output-quality", type=click.IntRange(0, 100), default=None, metavar="0..100",
+              help=f"Quality of a lossy output: JPEG and AVIF (default {DEFAULT_OUTPUT_QUALITY}); "
+                   "with .webp or .jxl it makes them lossy (else lossless).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="The .safetensors file the images were encoded with, if not the shipped model.")
@@ -279,11 +298,13 @@ def _codec(model_id: str | None, weights: str | None, device: str, deterministic
               help="Float64 synthesis: pixels independent of threads and tiling (slower).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-v", "--verbose", is_flag=True, help="Print size and time per file (stderr).")
-def decode(inputs: tuple[str, ...], output: str | None, device: str, weights: str | None, deterministic: bool,
-           force: bool, verbose: bool) -> None:
-    """Decode .vae files to images."""
+def decode(inputs: tuple[str, ...], output: str | None, output_quality: int | None, device: str,
+           weights: str | None, deterministic: bool, force: bool, verbose: bool) -> None:
+    """Decode .vae files to images (with their ICC profile and EXIF, where the format holds them)."""
     pairs = plan_outputs(inputs, output, DEFAULT_DECODED_SUFFIX)
     check_outputs(pairs, force=force, inputs=inputs)
+    for _, dst in pairs:  # before any model loads
+        _output_format(dst, output_quality)
     codecs: dict[str, Any] = {}
 
     def one(src: str, dst: str) -> None:
@@ -293,16 +314,12 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, weights: st
         if header.model_id not in codecs:
             codecs[header.model_id] = _codec(None if weights else header.model_id, weights, device, deterministic)
         im = codecs[header.model_id].decode(data, output="pil")
-        fmt = _format_for(dst)
+        fmt = _output_format(dst, output_quality)
         if im.mode in ("RGBA", "LA") and fmt in ("JPEG", "PPM"):
             msg = f"{dst}: {fmt} cannot store the alpha plane; decode to .png, .webp or .tif"
             raise VaecodecError(msg)
-        params: dict[str, Any] = {"format": fmt}
-        if im.info.get("icc_profile") and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
-            params["icc_profile"] = im.info["icc_profile"]
-        if fmt == "JPEG":
-            params["quality"] = 95
-        write_output(dst, lambda f: im.save(f, **params), force=force, inputs=list(inputs))
+        encoded = _encode_output(im, fmt, output_quality, dst)
+        write_output(dst, lambda f: f.write(encoded), force=force, inputs=list(inputs))
         if verbose:
             err(f"{src} -> {dst}: {header.width}x{header.height} {im.mode}, {time.perf_counter() - t0:.2f} s")
 
@@ -317,10 +334,71 @@ def _format_for(path: str) -> str:
     ext = Path(path).suffix.lower()
     Image.init()
     fmt = Image.EXTENSION.get(ext)
+    if fmt is None and ext in JXL_SUFFIXES:
+        return "JXL"
     if fmt is None:
-        msg = f"{path}: unknown image extension {ext!r} (use .png, .webp, .tif, .bmp, .ppm, .jpg)"
+        msg = f"{path}: unknown image extension {ext!r} (use .png, .webp, .tif, .bmp, .ppm, .jpg, .avif, .jxl)"
         raise VaecodecError(msg)
     return fmt
+
+
+def _output_format(path: str, quality: int | None) -> str:
+    """The format for ``path``, checked against ``quality`` and what is installed (before decoding)."""
+    fmt = _format_for(path)
+    if quality is not None and fmt not in LOSSY_FORMATS:
+        msg = (f"{path}: --output-quality applies to lossy outputs (.jpg, .webp, .avif, .jxl); "
+               f"{fmt} is written losslessly")
+        raise VaecodecError(msg)
+    if fmt == "JXL" and _jxl_writer() is None:
+        msg = (f"{path}: cannot write JPEG XL here: the installed Pillow has no JPEG XL writer and imagecodecs "
+               f"with libjxl is not installed (pip install imagecodecs); decode to .png or .webp instead")
+        raise VaecodecError(msg)
+    return fmt
+
+
+def _jxl_writer() -> str | None:
+    """"pillow" if Pillow (or a plugin) writes JPEG XL, "imagecodecs" if imagecodecs has libjxl, else None."""
+    from PIL import Image
+
+    Image.init()
+    if "JXL" in Image.SAVE:
+        return "pillow"
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    return "imagecodecs" if getattr(imagecodecs, "JPEGXL", None) and imagecodecs.JPEGXL.available else None
+
+
+def _encode_output(im: Any, fmt: str, quality: int | None, dst: str) -> bytes:
+    """The bytes of decoded image ``im`` in ``fmt``: lossless where the format allows it (PNG, TIFF, BMP,
+    PPM; WebP and JPEG XL unless ``quality`` is given), else at ``quality`` (default
+    :data:`DEFAULT_OUTPUT_QUALITY`). The ICC profile and EXIF go along where the format stores them."""
+    import io
+
+    params: dict[str, Any] = {}
+    if fmt in METADATA_FORMATS:
+        for key in ("icc_profile", "exif"):
+            if im.info.get(key):
+                params[key] = im.info[key]
+    if fmt in ("JPEG", "AVIF"):
+        params["quality"] = DEFAULT_OUTPUT_QUALITY if quality is None else quality
+    elif fmt == "WEBP":
+        # lossless keeps every pixel; exact keeps the colour under fully transparent pixels too
+        params.update({"lossless": True, "exact": True} if quality is None else {"quality": quality})
+    if fmt == "JXL" and _jxl_writer() == "imagecodecs":
+        import imagecodecs
+        import numpy as np
+
+        if params.get("icc_profile") or params.get("exif"):
+            err(f"note: {dst}: imagecodecs' JPEG XL writer stores no ICC profile or EXIF; they are left out")
+        kw: dict[str, Any] = {"lossless": True} if quality is None else {"level": quality}
+        return bytes(imagecodecs.jpegxl_encode(np.asarray(im), **kw))
+    if fmt == "JXL":
+        params.update({"lossless": True} if quality is None else {"quality": quality})
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **params)
+    return buf.getvalue()
 
 
 @main.command()

@@ -64,6 +64,28 @@ def _check_quality(quality: float) -> float:
     return round(q * container.QUALITY_SCALE) / container.QUALITY_SCALE  # what the header can hold
 
 
+def _profile(vf: VaeFile) -> bytes | None:
+    """The ICC profile a decoded image carries: the stored one, or vaecodec's sRGB profile for the flag."""
+    return image.SRGB_PROFILE if vf.header.srgb else vf.icc
+
+
+def _with_metadata(p: image.Planes, keep: bool) -> image.Planes:
+    """``p`` itself, or (``keep`` False) a copy without its ICC profile and EXIF block."""
+    if keep or (p.icc is None and p.exif is None):
+        return p
+    return image.Planes(p.rgb, p.pixel_format, p.alpha)
+
+
+def _describe_metadata(p: image.Planes) -> str:
+    parts = []
+    if p.exif is not None:
+        parts.append(f"EXIF {len(container.stored_exif(p.exif) or b'')} bytes compressed")
+    if p.icc is not None and not image.is_srgb(p.icc):
+        stored, packed = container.stored_icc(p.icc)
+        parts.append(f"ICC profile {len(stored or b'')} bytes{' compressed' if packed else ''}")
+    return ", ".join(parts) or "none"
+
+
 @dataclass
 class _Timer:
     stats: dict[str, float] | None
@@ -214,7 +236,7 @@ class Codec:
 
     def encode(
         self, img: Any, *, quality: float = DEFAULT_QUALITY, target_bpp: float | None = None,
-        stats: dict[str, float] | None = None, refine: int = 0,
+        stats: dict[str, float] | None = None, refine: int = 0, metadata: bool = True,
     ) -> bytes:
         """Encode one image (PIL image, numpy array or torch tensor) to .vae bytes.
 
@@ -226,8 +248,11 @@ class Codec:
             refine: gradient steps that optimize the latents for this image before coding
                 (:mod:`vaecodec.refine`): a slower encoder, and a lower rate–distortion cost
                 from the same decoder. 0 (default) codes the analysis transform's latents.
+            metadata: keep the image's ICC profile and EXIF block (PIL images carry them;
+                default). The standard sRGB profile costs no bytes, other profiles and EXIF are
+                compressed. False drops both.
         """
-        planes = image.to_planes(img)
+        planes = _with_metadata(image.to_planes(img), metadata)
         refine = _check_refine(refine)
         if target_bpp is not None:
             return self._encode_target(planes, float(target_bpp), stats, refine)
@@ -235,14 +260,14 @@ class Codec:
 
     def encode_batch(
         self, images: Sequence[Any], *, quality: float = DEFAULT_QUALITY,
-        stats: dict[str, float] | None = None, refine: int = 0,
+        stats: dict[str, float] | None = None, refine: int = 0, metadata: bool = True,
     ) -> list[bytes]:
         """Encode same-size images with one network pass; returns one self-contained file each.
 
-        ``refine`` is as in :meth:`encode` (each image is refined on its own).
+        ``refine`` and ``metadata`` are as in :meth:`encode` (each image is refined on its own).
         """
         refine = _check_refine(refine)
-        planes = [image.to_planes(im, what=f"image {i}") for i, im in enumerate(images)]
+        planes = [_with_metadata(image.to_planes(im, what=f"image {i}"), metadata) for i, im in enumerate(images)]
         if not planes:
             return []
         sizes = {(p.height, p.width) for p in planes}
@@ -286,12 +311,15 @@ class Codec:
     def _finish(self, p: image.Planes, y: torch.Tensor, quality: float, timer: _Timer) -> bytes:
         z_bytes, y_streams, crc = self._code(y, quality, timer)
         t = time.perf_counter()
+        srgb = image.is_srgb(p.icc)
         hdr = Header(
             model_id=self.spec.model_id, weights_tag=self.spec.tag, height=p.height, width=p.width,
             pixel_format=p.pixel_format, quality=quality, index_crc=crc, has_icc=p.icc is not None,
+            srgb=srgb, has_exif=p.exif is not None,
         )
         alpha = image.encode_alpha(p.alpha) if p.alpha is not None else None
-        out = container.pack(VaeFile(hdr, z_bytes, tuple(y_streams), alpha=alpha, icc=p.icc))
+        icc = None if srgb else p.icc
+        out = container.pack(VaeFile(hdr, z_bytes, tuple(y_streams), alpha=alpha, icc=icc, exif=p.exif))
         timer("container", t)
         return out
 
@@ -303,6 +331,11 @@ class Codec:
             msg = f"target bpp must be a positive number, got {target}"
             raise ValueError(msg)
         pixels = p.height * p.width
+        meta_bpp = 8 * container.metadata_bytes(None if image.is_srgb(p.icc) else p.icc, p.exif) / pixels
+        if meta_bpp >= target:
+            msg = (f"target {target:g} bpp is below what the metadata alone takes ({_describe_metadata(p)}: "
+                   f"{meta_bpp:.3f} bpp); drop it (metadata=False, CLI --strip) or raise the target")
+            raise VaecodecError(msg)
         cache: dict[float, bytes] = {}
 
         def probe(q: float) -> float:
@@ -318,6 +351,9 @@ class Codec:
                 f"target {target:g} bpp is outside what this image can reach "
                 f"({b_lo:.3f} bpp at quality 0 .. {b_hi:.3f} bpp at quality 100)"
             )
+            if meta_bpp > 0 and target < b_lo:
+                msg += (f"; its metadata ({_describe_metadata(p)}) takes {meta_bpp:.3f} bpp of that "
+                        f"(metadata=False, CLI --strip, drops it)")
             raise VaecodecError(msg)
         for _ in range(14):
             mid = (lo + hi) / 2
@@ -364,11 +400,24 @@ class Codec:
         return self.decode_batch([data], output=output, stats=stats)[0]
 
     def decode_batch(
-        self, datas: Sequence[bytes], *, output: str = "numpy", stats: dict[str, float] | None = None
-    ) -> list[Any]:
-        """Decode many files; files of the same size and quality share one synthesis pass."""
+        self, datas: Sequence[bytes], *, output: str = "numpy", device: str | torch.device | None = None,
+        stats: dict[str, float] | None = None,
+    ) -> list[Any] | torch.Tensor:
+        """Decode many files; files of the same size and quality share one synthesis pass.
+
+        Args:
+            output: "numpy" or "pil" return a list, one image per file (as :meth:`decode`);
+                "torch" returns one N×C×H×W float32 tensor in [0, 1] (C is 1 for grayscale,
+                2 with alpha, 3 for RGB, 4 for RGBA), so every file must have the same size and
+                channel count (:class:`ValueError` otherwise, before any decoding).
+            device: where the "torch" tensor goes (default: the CPU); only with ``output="torch"``.
+            stats: if a dict, filled with seconds per stage.
+        """
         if output not in image.OUTPUTS:
             msg = f"output must be one of {image.OUTPUTS}, got {output!r}"
+            raise ValueError(msg)
+        if device is not None and output != "torch":
+            msg = f"device applies to output='torch' only, got output={output!r}"
             raise ValueError(msg)
         timer = _Timer(stats, self.device)
         files: list[VaeFile] = []
@@ -378,6 +427,8 @@ class Codec:
             self.check_header(vf.header, f"file {i}" if len(datas) > 1 else "file")
             timer("container", t)
             files.append(vf)
+        if output == "torch":
+            _check_stackable([vf.header for vf in files])
         latents = [self._decode_latents(vf, timer) for vf in files]
         groups: dict[tuple[int, int, float], list[int]] = {}
         for i, vf in enumerate(files):
@@ -393,7 +444,35 @@ class Codec:
                 vf = files[i]
                 alpha = image.decode_alpha(vf.alpha, h, w) if vf.alpha is not None else None
                 arr = image.assemble(rgb[k], vf.header.pixel_format, alpha)
-                results[i] = image.to_output(arr, output, vf.icc)
+                results[i] = arr if output == "torch" else image.to_output(arr, output, _profile(vf), vf.exif)
             timer("container", t)
+        if output == "torch":
+            t = time.perf_counter()
+            stacked = np.stack([a if a.ndim == 3 else a[:, :, None] for a in results])
+            x = torch.from_numpy(stacked).to(device or "cpu").permute(0, 3, 1, 2)
+            x = x.to(torch.float32, memory_format=torch.contiguous_format).div_(255)
+            timer("container", t)
+            return x
         return results
 
+
+#: Channels of each pixel format in a decoded tensor.
+_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+
+
+def _check_stackable(headers: Sequence[Header]) -> None:
+    """One N×C×H×W tensor needs one size and one channel count (checked before decoding)."""
+    if not headers:
+        msg = "decode_batch(output='torch') needs at least one file (an empty batch has no shape)"
+        raise ValueError(msg)
+    first = headers[0]
+    for i, h in enumerate(headers):
+        if (h.height, h.width, _CHANNELS[h.pixel_format.mode]) != (
+            first.height, first.width, _CHANNELS[first.pixel_format.mode]
+        ):
+            msg = (
+                f"decode_batch(output='torch') stacks images of one size and channel count: file 0 is "
+                f"{first.width}x{first.height} {first.pixel_format.mode}, file {i} is {h.width}x{h.height} "
+                f"{h.pixel_format.mode}; group the files by size, or use output='numpy'"
+            )
+            raise ValueError(msg)
