@@ -126,3 +126,71 @@ def test_sample_refuses_bad_arguments(tiny_codec):
         analysis.sample(tiny_codec, 0)
     with pytest.raises(ValueError, match="quality"):
         analysis.sample(tiny_codec, 1, quality=-1)
+
+
+# ---------------------------------------------------------------------------- ranking
+
+
+def test_planted_anomalies_rank_above_clean_images(shipped_codec):
+    from benchmarks.anomaly import plant
+
+    rng = np.random.default_rng(0)
+    clean = [(f"clean{i}", natural_like(96, 128, seed=i)) for i in range(6)]
+    odd = [("noise", plant(natural_like(96, 128, seed=10), "noise", rng)),
+           ("jpeg", plant(natural_like(96, 128, seed=11), "jpeg", rng)),
+           ("text", plant(natural_like(96, 128, seed=12), "text", rng))]
+    ranked = analysis.rank(clean + odd, codec=shipped_codec)
+    assert {r.name for r in ranked[:3]} == {"noise", "jpeg", "text"}
+    assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
+    top = ranked[0].as_dict()
+    assert set(top) >= {"file", "score", "bpp", "mse", "psnr"}
+    sheet = analysis.draw_sheet(ranked[:4], dict(clean + odd), side=48, cols=2)
+    assert sheet.width < sheet.height < 4 * sheet.width
+
+
+def test_rank_scores_do_not_depend_on_image_size(shipped_codec):
+    img = natural_like(128, 128, seed=5)
+    wide = np.concatenate([img, img[:, ::-1]], 1)
+    tiled = np.concatenate([wide, wide[::-1]], 0)  # mirrored: the same content, four times the pixels
+    (a,), (b,) = analysis.rank([("a", img)], codec=shipped_codec), analysis.rank([("b", tiled)], codec=shipped_codec)
+    assert b.bpp == pytest.approx(a.bpp, rel=0.1) and b.mse == pytest.approx(a.mse, rel=0.1)
+
+
+def test_auc_of_the_benchmark():
+    from benchmarks.anomaly import auc
+
+    assert auc(np.array([3, 4]), np.array([1, 2])) == 1.0
+    assert auc(np.array([1, 2]), np.array([3, 4])) == 0.0
+    assert auc(np.array([1.0]), np.array([1.0])) == 0.5
+
+
+# ---------------------------------------------------------------------------- latents and the map
+
+
+def test_latents_have_the_models_shapes(shipped_codec):
+    img = natural_like(100, 150, seed=1)
+    lat = shipped_codec.latents(img)
+    assert lat.y.shape == (192, 8, 12) and lat.z.shape == (128, 2, 3) and lat.gain.shape == (192,)
+    t = shipped_codec.latents(img, output="torch")
+    assert np.allclose(t.y.numpy(), lat.y)
+    # the gain-free latents do not change with the quality
+    lo = shipped_codec.latents(img, quality=10)
+    assert np.allclose(lo.y / lo.gain[:, None, None], lat.y / lat.gain[:, None, None], atol=1e-4)
+
+
+def test_near_duplicates_land_nearer_each_other_than_unrelated_images(shipped_codec):
+    coffee = np.asarray(Image.open(ASSETS / "coffee.png").convert("RGB"))
+    cat = np.asarray(Image.open(ASSETS / "chelsea.png").convert("RGB"))
+    crop = coffee[100:228, 200:360]
+    named = [("crop", crop), ("shifted", coffee[103:231, 205:365]),  # a crop shifted by a few pixels
+             ("brighter", np.clip(crop.astype(int) + 12, 0, 255).astype(np.uint8)),
+             ("coffee2", coffee[250:378, 0:160]), ("coffee3", coffee[0:128, 400:560]),
+             ("cat1", cat[0:128, 0:160]), ("cat2", cat[150:278, 200:360]), ("synthetic", natural_like(128, 160))]
+    emb = analysis.embed(named, codec=shipped_codec)
+    for space in (emb.coords, emb.descriptors):
+        d = np.linalg.norm(space[:, None] - space[None], axis=-1)
+        assert max(d[0, 1], d[0, 2]) < d[0, 3:].min()
+    assert emb.coords.shape == (8, 2) and sum(emb.explained) <= 1.0
+    assert emb.as_dicts()[0]["file"] == "crop"
+    m = analysis.draw_map(emb, dict(named), size=256, side=32)
+    assert m.size == (256, 256)

@@ -470,13 +470,16 @@ class Embedding:
 
 
 def project(descriptors: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    """PCA to 2-D (torch's SVD) of standardized descriptors; signs fixed so the result is deterministic."""
+    """PCA to 2-D (torch's SVD) of centred descriptors; signs fixed so the result is deterministic.
+
+    The descriptors are not standardized: every entry is on the latents' one scale, and scaling
+    up channels that barely vary across images would let their noise pull near-duplicates apart.
+    """
     x = torch.from_numpy(np.asarray(descriptors, dtype=np.float64))
     n = x.shape[0]
     if n < 2:
         return np.zeros((n, 2)), (0.0, 0.0)
     x = x - x.mean(0)
-    x = x / x.std(0).clamp_min(1e-9)
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     k = min(2, s.numel())
     comps = vh[:k]
