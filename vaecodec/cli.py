@@ -654,3 +654,164 @@ def demo(image: str | None, quality: float) -> None:
     jpeg = np.asarray(Image.open(io.BytesIO(best[1])).convert("RGB"))
     click.echo(f"JPEG q={best[0]} (4:2:0, optimize): {len(best[1])} bytes, {8 * len(best[1]) / pixels:.4f} bpp, "
                f"PSNR {psnr(planes.rgb, jpeg):.2f} dB")
+
+
+# ---------------------------------------------------------------------------- what else the VAE knows
+
+
+def _model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")(f)
+    f = click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                     help="A .safetensors file from `vaecodec train`/`export`.")(f)
+    return click.option("--model", "model_id", default=None, help="Model id (default: the shipped model).")(f)
+
+
+def _save_figure(fig: Any, dst: str, force: bool, inputs: list[str]) -> None:
+    fmt = _format_for(dst)
+    write_output(dst, lambda f: fig.save(f, format=fmt), force=force, inputs=inputs)
+
+
+def _folder_images(folder: str) -> list[str]:
+    """The image files directly in ``folder`` (by the extensions Pillow knows), sorted by name."""
+    from PIL import Image
+
+    p = Path(folder)
+    if not p.is_dir():
+        msg = f"{folder}: not a folder"
+        raise VaecodecError(msg)
+    Image.init()
+    files = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in Image.EXTENSION)
+    if not files:
+        msg = f"{folder}: no image files in this folder"
+        raise VaecodecError(msg)
+    return files
+
+
+def _read_images(files: list[str], failed: list[str]) -> Iterator[tuple[str, Any]]:
+    """(name, planes) of each readable file; unreadable ones print one error line and are counted."""
+    from .image import open_image
+
+    for f in files:
+        try:
+            yield f, open_image(f)
+        except VaecodecError as e:
+            failed.append(f)
+            err(f"error: {e}")
+
+
+@main.command()
+@click.argument("image")
+@click.option("-o", "--output", default=None, help="The figure (PNG, JPEG, ...); default: IMAGE with .bits.png.")
+@click.option("-q", "--quality", type=click.FloatRange(0, 100), default=75, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the totals as one JSON object.")
+@_model_options
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
+def inspect(image: str, output: str | None, quality: float, as_json: bool, model_id: str | None,
+            weights: str | None, device: str, force: bool) -> None:
+    """Where the bits go: IMAGE, its bits per pixel (y and z, from the coder's own probabilities) and
+    its reconstruction error side by side, with colour bars."""
+    from .analysis import draw_bits_map
+    from .image import open_image
+
+    if output is None and image == STDIO:
+        raise click.UsageError("with '-' as IMAGE, give -o")
+    dst = output or str(Path(image).with_suffix(".bits.png"))
+    check_outputs([(image, dst)], force=force, inputs=(image,))
+    planes = open_image(image, read_input(image) if image == STDIO else None)
+    bm = _codec(model_id, weights, device).bits_map(planes, quality=quality)
+    _save_figure(draw_bits_map(bm, planes), dst, force, [image])
+    rec = {"file": image, "map": dst, "quality": bm.quality, "bits": round(bm.bits, 1),
+           "bpp": round(bm.mean_bpp, 5), "y_bits": round(float(bm.y_bits.sum()), 1),
+           "z_bits": round(float(bm.z_bits.sum()), 1), "padding_bits": round(bm.padding_bits, 1),
+           "psnr": round(bm.psnr, 3)}
+    if as_json:
+        click.echo(json.dumps(rec))
+        return
+    click.echo(f"{image}: {rec['bits'] / 8:.0f} bytes of y and z at quality {bm.quality:g} ({rec['bpp']:.4f} bpp; "
+               f"z {100 * rec['z_bits'] / max(rec['bits'], 1e-9):.1f} %, padding "
+               f"{100 * rec['padding_bits'] / max(rec['bits'], 1e-9):.1f} %), PSNR {rec['psnr']:.2f} dB -> {dst}")
+
+
+@main.command()
+@click.argument("folder")
+@click.option("--top", type=click.IntRange(1), default=None, help="Show only the K most surprising images.")
+@click.option("--sheet", default=None, help="Also write a contact sheet of the listed images (PNG, JPEG, ...).")
+@click.option("-q", "--quality", type=click.FloatRange(0, 100), default=75, show_default=True,
+              help="The quality the bits are counted at.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON Lines: one object per image, in rank order.")
+@_model_options
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing sheet.")
+def rank(folder: str, top: int | None, sheet: str | None, quality: float, as_json: bool, model_id: str | None,
+         weights: str | None, device: str, force: bool) -> None:
+    """List the images in FOLDER from most to least surprising to the model.
+
+    Each image is scored by its bits per pixel at one quality and its reconstruction error
+    (both per pixel); the score is the mean of their robust z-scores within the folder.
+    """
+    from .analysis import draw_sheet, rank as run_rank
+    from .image import open_image
+
+    files = _folder_images(folder)
+    if sheet:
+        check_outputs([(folder, sheet)], force=force, inputs=())
+    failed: list[str] = []
+    ranked = run_rank(_read_images(files, failed), codec=_codec(model_id, weights, device), quality=quality)
+    shown = ranked[:top] if top else ranked
+    for i, r in enumerate(shown, 1):
+        if as_json:
+            click.echo(json.dumps({"rank": i, **r.as_dict()}))
+        else:
+            click.echo(f"{i:4d}  score {r.score:+6.2f}  {r.bpp:.4f} bpp  {r.psnr:6.2f} dB  {r.name}")
+    if sheet and shown:
+        fig = draw_sheet(shown, {r.name: open_image(r.name) for r in shown})
+        _save_figure(fig, sheet, force, files)
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("folder")
+@click.option("-o", "--output", default=None, help="The map: thumbnails placed on the first two principal axes.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON Lines: each image's map position.")
+@_model_options
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing map.")
+def embed(folder: str, output: str | None, as_json: bool, model_id: str | None, weights: str | None,
+          device: str, force: bool) -> None:
+    """A map of the images in FOLDER: a latent descriptor per image, projected to 2-D by PCA."""
+    from .analysis import draw_map, embed as run_embed
+    from .image import open_image
+
+    if output is None and not as_json:
+        raise click.UsageError("give -o MAP.png, --json or both")
+    files = _folder_images(folder)
+    if output:
+        check_outputs([(folder, output)], force=force, inputs=())
+    failed: list[str] = []
+    emb = run_embed(_read_images(files, failed), codec=_codec(model_id, weights, device))
+    if as_json:
+        for rec in emb.as_dicts():
+            click.echo(json.dumps(rec))
+    if output and emb.names:
+        _save_figure(draw_map(emb, {n: open_image(n) for n in emb.names}), output, force, files)
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("-n", "count", type=click.IntRange(1, 256), default=16, show_default=True, help="How many samples.")
+@click.option("-o", "--output", required=True, help="The grid of samples (PNG, JPEG, ...).")
+@click.option("-q", "--quality", type=click.FloatRange(0, 100), default=75, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same samples.")
+@click.option("--size", type=(click.IntRange(1), click.IntRange(1)), default=(256, 256), show_default=True,
+              metavar="H W", help="Height and width of each sample.")
+@_model_options
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
+def sample(count: int, output: str, quality: float, seed: int, size: tuple[int, int], model_id: str | None,
+           weights: str | None, device: str, force: bool) -> None:
+    """Draw images from the model's prior: z from the factorized prior, y from the Gaussians given z,
+    through the synthesis. Expect textures and colour fields, not photographs."""
+    from .analysis import draw_samples, sample as run_sample
+
+    check_outputs([("sample", output)], force=force, inputs=())
+    samples = run_sample(_codec(model_id, weights, device), count, quality=quality, seed=seed, size=size)
+    _save_figure(draw_samples(samples), output, force, [])
