@@ -151,3 +151,23 @@ def test_other_sources_are_type_errors(vae_path):
         vaecodec.decode(123)
     with vae_path.open("r", encoding="latin-1") as text, pytest.raises(TypeError, match="binary file object"):
         vaecodec.read_header(text)
+
+
+def test_encode_keeps_metadata_unless_told_not_to(image):
+    from PIL import Image
+
+    from test_metadata import DISPLAY_P3, assert_camera_exif, camera_exif
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", icc_profile=DISPLAY_P3, exif=camera_exif())
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        im.load()
+        kept = vaecodec.encode(im, quality=Q)
+        bare = vaecodec.encode(im, quality=Q, metadata=False)
+    h = vaecodec.read_header(kept)
+    assert h.has_icc and h.has_exif and not h.srgb
+    out = vaecodec.decode(kept, output="pil")
+    assert out.info["icc_profile"] == DISPLAY_P3
+    assert_camera_exif(out.getexif())
+    assert bare == vaecodec.encode(image, quality=Q)  # no metadata: the bytes of the bare pixels
+    assert "icc_profile" not in vaecodec.decode(bare, output="pil").info

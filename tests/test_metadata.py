@@ -8,9 +8,9 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import REPO, natural_like
 from PIL import Image, ImageCms
 
-from conftest import REPO, natural_like
 from vaecodec import container
 from vaecodec.container import FLAG_EXIF, FLAG_ICC, FLAG_ICC_ZLIB, FLAG_SRGB, Header, PixelFormat, VaeFile
 from vaecodec.errors import FormatError, LimitError, TruncatedError
@@ -37,7 +37,7 @@ def matrix_trc_profile(colorants, curve, *, version: int = 0x02100000, extra_tag
     colorants, and a ``curv`` table of 1024 16-bit entries per channel (``curve`` maps [0, 1] to [0, 1])."""
     table = [round(curve(i / 1023) * 65535) for i in range(1024)]
     curv = b"curv\0\0\0\0" + struct.pack(">I1024H", 1024, *table)
-    xyz = lambda v: b"XYZ \0\0\0\0" + b"".join(map(_s15, v))  # noqa: E731
+    xyz = lambda v: b"XYZ \0\0\0\0" + b"".join(map(_s15, v))
     desc_text = b"test profile\0"
     desc = b"desc\0\0\0\0" + struct.pack(">I", len(desc_text)) + desc_text + bytes(4 + 4 + 3 + 67)
     tags = [(b"desc", desc), (b"cprt", b"text\0\0\0\0public domain\0"), (b"wtpt", xyz((0.9505, 1.0, 1.0891))),

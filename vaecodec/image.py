@@ -154,8 +154,7 @@ def exif_block(raw: bytes | None) -> bytes | None:
     if not raw:
         return None
     data = bytes(raw)
-    if data.startswith(EXIF_PREFIX):
-        data = data[len(EXIF_PREFIX) :]
+    data = data.removeprefix(EXIF_PREFIX)
     return data if data[:4] in (b"II*\0", b"MM\0*") else None
 
 
@@ -188,7 +187,7 @@ def _mluc(text: str) -> bytes:
 
 def _srgb_profile() -> bytes:
     """vaecodec's sRGB profile: ICC v4.3, display class, matrix/TRC, a fixed date (reproducible bytes)."""
-    xyz = lambda v: b"XYZ \0\0\0\0" + b"".join(map(_s15, v))  # noqa: E731
+    xyz = lambda v: b"XYZ \0\0\0\0" + b"".join(map(_s15, v))
     curve = b"para\0\0\0\0" + struct.pack(">HH", 3, 0) + b"".join(map(_s15, SRGB_CURVE))
     tags = [
         (b"desc", _mluc("sRGB (vaecodec)")), (b"cprt", _mluc("No copyright, use freely")),
