@@ -343,3 +343,18 @@ def test_target_bpp_counts_metadata_and_says_when_it_alone_is_too_much(tiny_code
         tiny_codec.encode(im, target_bpp=4.0, metadata=False)
     except VaecodecError as e2:
         assert "metadata" not in str(e2)
+
+
+def test_a_profile_of_another_colour_space_is_not_carried_over_a_conversion(tmp_path):
+    """A CMYK JPEG is converted to RGB, so its CMYK profile no longer describes the pixels: dropped."""
+    cmyk_profile = bytearray(DISPLAY_P3)
+    cmyk_profile[16:20] = b"CMYK"
+    path = tmp_path / "cmyk.jpg"
+    Image.fromarray(natural_like(16, 16)).convert("CMYK").save(path, icc_profile=bytes(cmyk_profile))
+    with Image.open(path) as im:
+        assert im.info["icc_profile"] == bytes(cmyk_profile)
+        assert from_pil(im).icc is None
+    path = tmp_path / "rgb.png"
+    Image.fromarray(natural_like(16, 16)).save(path, icc_profile=DISPLAY_P3)
+    with Image.open(path) as im:
+        assert from_pil(im).icc == DISPLAY_P3

@@ -6,10 +6,12 @@ Input policy (what ``encode`` accepts and how it is converted, like cwebp/avifen
   they are; ``RGBA``/``LA`` keep their alpha plane (coded losslessly in its own stream);
   ``P`` (palette) becomes ``RGB``, or ``RGBA`` when it has transparency; ``1`` becomes ``L``;
   ``CMYK``/``YCbCr``/``LAB``/``HSV`` become ``RGB``; 16-bit (``I;16*``, ``I``) is scaled to 8
-  bits (value / 257, rounded) and ``F`` is clipped to 0..255: the codec is 8-bit. An ICC
+  bits (value / 257, rounded) and ``F`` is clipped to 0..255: the codec is 8-bit. The ICC
   profile (``info["icc_profile"]``) and the EXIF block (``info["exif"]``, its orientation tag
   applied and removed) are carried through to the decoded image; a profile that is the
   standard sRGB one (:func:`is_srgb`) comes back as vaecodec's sRGB profile (:data:`SRGB_PROFILE`).
+  The profile of a mode converted to RGB (``CMYK``, ``YCbCr``, ``LAB``, ``HSV``) is dropped: it
+  no longer describes the pixels.
 * **numpy arrays** H×W, H×W×1 (grayscale), H×W×3 (RGB) or H×W×4 (RGBA); uint8, uint16
   (scaled to 8 bits) or float in [0, 1].
 * **torch tensors** C×H×W (or 1×C×H×W) with C in 1, 3, 4; float in [0, 1] or uint8.
@@ -141,9 +143,13 @@ def from_pil(im: Image.Image, *, what: str = "image") -> Planes:
             msg = f"{what}: cannot convert mode {mode} to RGB ({e})"
             raise ImageError(msg) from None
         p = from_array(np.asarray(rgb), what=what)
-    p.icc = icc
+    p.icc = None if mode in CONVERTED_MODES else icc
     p.exif = exif
     return p
+
+
+#: Modes whose pixels change colour space when coded (to RGB): their profile no longer describes them.
+CONVERTED_MODES = ("CMYK", "YCbCr", "LAB", "HSV")
 
 
 EXIF_PREFIX = b"Exif\0\0"  # what JPEG's APP1 segment (and Pillow's info["exif"]) puts before the TIFF data
