@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+from conftest import ASSETS, natural_like, tiny_checkerboard
 from PIL import Image
 
-from conftest import ASSETS, natural_like, tiny_checkerboard
 from vaecodec import analysis, container
 from vaecodec.codec import Codec
 
@@ -194,3 +197,70 @@ def test_near_duplicates_land_nearer_each_other_than_unrelated_images(shipped_co
     assert emb.as_dicts()[0]["file"] == "crop"
     m = analysis.draw_map(emb, dict(named), size=256, side=32)
     assert m.size == (256, 256)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+@pytest.fixture
+def run(shipped_codec, monkeypatch):
+    from click.testing import CliRunner
+
+    from vaecodec import cli
+
+    monkeypatch.setattr(cli, "_codec", lambda *a, **k: shipped_codec)
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(cli.main, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def folder(tmp_path):
+    from benchmarks.anomaly import plant
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(4):
+        Image.fromarray(natural_like(64, 96, seed=i)).save(d / f"clean{i}.png")
+    Image.fromarray(plant(natural_like(64, 96, seed=9), "noise", np.random.default_rng(0))).save(d / "odd.png")
+    return d
+
+
+def test_cli_inspect_writes_the_figure_and_the_totals(run, tmp_path, shipped_codec):
+    src = tmp_path / "photo.png"
+    Image.fromarray(natural_like(48, 64, seed=2)).save(src)
+    r = run("inspect", src, "--json", "-q", 30)
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert Image.open(tmp_path / "photo.bits.png").width > 3 * 64
+    assert rec["bits"] == pytest.approx(shipped_codec.bits_map(natural_like(48, 64, seed=2), quality=30).bits, abs=0.1)
+    r = run("inspect", src)
+    assert r.exit_code == 1 and "already exists" in r.stderr
+
+
+def test_cli_rank_lists_the_odd_image_first(run, folder, tmp_path):
+    r = run("rank", folder, "--json", "--top", 2, "--sheet", tmp_path / "sheet.png")
+    assert r.exit_code == 0, r.stderr
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(recs) == 2 and recs[0]["file"].endswith("odd.png") and recs[0]["rank"] == 1
+    assert (tmp_path / "sheet.png").exists()
+    (folder / "broken.png").write_bytes(b"not an image")
+    r = run("rank", folder)
+    assert r.exit_code == 1 and "broken.png" in r.stderr and "odd.png" in r.stdout.splitlines()[0]
+    r = run("rank", tmp_path / "missing")
+    assert r.exit_code == 1 and "not a folder" in r.stderr
+
+
+def test_cli_embed_and_sample(run, folder, tmp_path):
+    r = run("embed", folder, "--json", "-o", tmp_path / "map.png")
+    assert r.exit_code == 0, r.stderr
+    assert [Path(json.loads(line)["file"]).name for line in r.stdout.splitlines()] == sorted(
+        p.name for p in folder.iterdir())
+    assert Image.open(tmp_path / "map.png").size == (1024, 1024)
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    for out in (a, b):
+        assert run("sample", "-n", 2, "--size", 32, 48, "--seed", 5, "-o", out).exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))

@@ -480,7 +480,7 @@ def project(descriptors: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     if n < 2:
         return np.zeros((n, 2)), (0.0, 0.0)
     x = x - x.mean(0)
-    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)
     k = min(2, s.numel())
     comps = vh[:k]
     # each axis points where its largest loading is positive
