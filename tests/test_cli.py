@@ -517,3 +517,18 @@ def test_jpeg_xl_without_a_writer_is_a_one_line_error(no_model, png, tmp_path, m
     assert r.exit_code == 1
     line = one_error_line(r)
     assert str(tmp_path / "x.jxl") in line and "cannot write JPEG XL" in line
+
+
+def test_verbose_encode_shows_what_the_metadata_costs(run, tmp_path):
+    import zlib
+
+    from test_metadata import lcms_srgb
+    from vaecodec import container
+
+    src = _camera_jpeg(tmp_path / "cam.jpg", icc=lcms_srgb())
+    r = run("encode", src, "-v")
+    vf = container.unpack((tmp_path / "cam.vae").read_bytes())
+    cost = len(zlib.compress(vf.exif, 9)) + 4
+    assert f"metadata {cost} bytes (EXIF, sRGB flag)" in r.stderr
+    r = run("encode", src, "-v", "--strip", "-f")
+    assert "metadata" not in r.stderr

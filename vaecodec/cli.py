@@ -269,12 +269,22 @@ def encode(inputs: tuple[str, ...], output: str | None, quality: float | None, t
         data = codec.encode(planes, quality=q, target_bpp=target_bpp, refine=refine, metadata=not strip)
         write_output(dst, lambda f: f.write(data), force=force, inputs=list(inputs))
         if verbose:
-            h = container.read_header(data)
+            vf = container.unpack(data)
+            h = vf.header
             bpp = 8 * len(data) / (h.width * h.height)
-            err(f"{src} -> {dst}: {len(data)} bytes, {bpp:.4f} bpp, quality {h.quality:g}, "
+            err(f"{src} -> {dst}: {len(data)} bytes, {bpp:.4f} bpp, quality {h.quality:g}{_metadata_note(vf)}, "
                 f"{time.perf_counter() - t0:.2f} s")
 
     run_each(pairs, one, "encoding")
+
+
+def _metadata_note(vf: container.VaeFile) -> str:
+    """", metadata N bytes (EXIF, ICC profile)" for ``-v``: what the kept metadata costs ("" without any)."""
+    kinds = [k for k, present in (("EXIF", vf.exif is not None), ("sRGB flag", vf.header.srgb),
+                                  ("ICC profile", vf.icc is not None)) if present]
+    if not kinds:
+        return ""
+    return f", metadata {container.metadata_bytes(vf.icc, vf.exif)} bytes ({', '.join(kinds)})"
 
 
 def _codec(model_id: str | None, weights: str | None, device: str, deterministic: bool = False) -> Any:
