@@ -16,7 +16,9 @@ chance, below 0.5 = the score puts them *lower*)::
 
     python -m benchmarks.anomaly --dataset ../shared/datasets/kodak [--quality 75] [--out result.json]
 
-Prints a Markdown table and JSON (written to ``--out`` when given).
+Prints a Markdown table and JSON (written to ``--out`` when given). ``--write DIR`` instead
+writes the set as PNG files (``clean-kodim01.png``, ``noise-kodim01.png``, ...) for
+``vaecodec rank DIR``; ``--limit N`` uses the first N photos only.
 """
 
 from __future__ import annotations
@@ -79,20 +81,27 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
 
 
-def run(dataset: Path, quality: float, seed: int = 0) -> dict[str, Any]:
-    from vaecodec import Codec
-    from vaecodec.analysis import rank
-
+def planted_set(dataset: Path, seed: int = 0, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """``("clean/NAME", rgb)`` for each photo of ``dataset`` and ``("KIND/NAME", altered)`` for each alteration."""
     files = sorted(p for p in dataset.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".bmp"))
     if not files:
         msg = f"{dataset}: no images"
         raise SystemExit(msg)
     rng = np.random.default_rng(seed)
     images: list[tuple[str, np.ndarray]] = []
-    for f in files:
+    for f in files[:limit]:
         rgb = np.asarray(Image.open(f).convert("RGB"))
         images.append((f"clean/{f.name}", rgb))
         images += [(f"{k}/{f.name}", plant(rgb, k, rng)) for k in KINDS]
+    return images
+
+
+def run(dataset: Path, quality: float, seed: int = 0, limit: int | None = None) -> dict[str, Any]:
+    from vaecodec import Codec
+    from vaecodec.analysis import rank
+
+    images = planted_set(dataset, seed, limit)
+    files = [n for n, _ in images if n.startswith("clean/")]
     codec = Codec()
     t0 = time.perf_counter()
     ranked = rank(images, codec=codec, quality=quality)
@@ -124,8 +133,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quality", type=float, default=75.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--limit", type=int, default=None, help="Use the first N photos only.")
+    ap.add_argument("--write", type=Path, default=None, help="Write the planted set here as PNGs and stop.")
     args = ap.parse_args(argv)
-    result = run(args.dataset, args.quality, args.seed)
+    if args.write:
+        args.write.mkdir(parents=True, exist_ok=True)
+        for name, rgb in planted_set(args.dataset, args.seed, args.limit):
+            kind, file = name.split("/")
+            Image.fromarray(rgb).save(args.write / f"{kind}-{Path(file).stem}.png")
+        return
+    result = run(args.dataset, args.quality, args.seed, args.limit)
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.write_text(text + "\n")

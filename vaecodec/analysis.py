@@ -518,8 +518,8 @@ def draw_map(emb: Embedding, images: dict[str, Any], *, size: int = 1024, side: 
         px = margin + (x - lo[0]) / span[0] * (size - 2 * margin)
         py = size - margin - (y - lo[1]) / span[1] * (size - 2 * margin)
         out.paste(t, (round(px - t.width / 2), round(py - t.height / 2)))
-    d.text((8, size - 22), f"→ PC1 ({100 * emb.explained[0]:.0f} % of variance)", fill="black", font=font)
-    d.text((8, 6), f"↑ PC2 ({100 * emb.explained[1]:.0f} %)", fill="black", font=font)
+    d.text((8, size - 22), f"x: PC1 ({100 * emb.explained[0]:.0f} % of variance)", fill="black", font=font)
+    d.text((8, 6), f"y: PC2 ({100 * emb.explained[1]:.0f} %)", fill="black", font=font)
     return out
 
 
