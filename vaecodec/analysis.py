@@ -270,7 +270,11 @@ def _row(panels: Sequence[Image.Image], gap: int = 10) -> Image.Image:
 
 
 def draw_bits_map(bm: BitsMap, original: Any, *, side: int = PANEL) -> Image.Image:
-    """The image, the bits per pixel and the reconstruction error side by side, with colour bars."""
+    """The image, the bits per pixel and the reconstruction error side by side, with colour bars.
+
+    Each colour scale ends at its map's 99.5th percentile (brighter values saturate), so a few
+    extreme latents do not darken the rest.
+    """
     planes = image.to_planes(original)
     font = _font()
     photo = _fit(Image.fromarray(planes.rgb), side)
