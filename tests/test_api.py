@@ -171,3 +171,23 @@ def test_encode_keeps_metadata_unless_told_not_to(image):
     assert_camera_exif(out.getexif())
     assert bare == vaecodec.encode(image, quality=Q)  # no metadata: the bytes of the bare pixels
     assert "icc_profile" not in vaecodec.decode(bare, output="pil").info
+
+
+def test_one_call_functions_take_weights_and_deterministic(tmp_path, tiny_model, image, data):
+    """What the CLI's --weights and --deterministic give, the one-call functions give too."""
+    from vaecodec.errors import ModelMismatchError
+    from vaecodec.training.export import export
+
+    import copy
+
+    w = tmp_path / "tiny.safetensors"
+    export(copy.deepcopy(tiny_model), w, model_id="tiny@1")  # export rounds the weights in place
+    mine = vaecodec.encode(image, quality=Q, weights=w)
+    assert vaecodec.read_header(mine).model_id == "tiny@1"
+    out = vaecodec.decode(mine, weights=str(w))
+    assert out.shape == image.shape
+    exact = vaecodec.Codec(weights=str(w), deterministic=True).decode(mine)
+    assert np.array_equal(vaecodec.decode(mine, weights=w, deterministic=True), exact)
+    with pytest.raises(ModelMismatchError):
+        vaecodec.decode(data, weights=w)  # a file of the shipped model, other weights
+    assert np.array_equal(vaecodec.decode(data, deterministic=True), vaecodec.Codec(deterministic=True).decode(data))
