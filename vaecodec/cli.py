@@ -156,6 +156,38 @@ def check_outputs(pairs: list[tuple[str, str]], *, force: bool, inputs: tuple[st
         sys.exit(1)
 
 
+@contextmanager
+def file_progress(name: str) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress callback for one long file (``Codec.encode``/``decode``'s ``progress``): a bar on a
+    terminal that shows only once the file has taken a second (a quality search, refinement, a huge
+    image's tiles); None when stderr is not a terminal (logs get no carriage-return lines)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar: Any = None
+    current: tuple[str, int] | None = None
+
+    def update(stage: str, done: int, total: int) -> None:
+        nonlocal bar, current
+        if bar is None:
+            bar = tqdm(total=total, desc=f"{name}: {stage}", file=sys.stderr, leave=False, delay=1.0,
+                       dynamic_ncols=True)
+            current = (stage, total)
+        elif current != (stage, total):
+            bar.total, bar.n, bar.last_print_n = total, 0, 0  # as reset(), without drawing before the delay
+            bar.set_description(f"{name}: {stage}", refresh=False)
+            current = (stage, total)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def run_each(pairs: list[tuple[str, str]], action: Callable[[str, str], None], what: str) -> None:
     """Run ``action`` per file (a progress bar for many files on a terminal); errors are one line each, exit 1."""
     failed = 0
@@ -266,7 +298,9 @@ def encode(inputs: tuple[str, ...], output: str | None, quality: float | None, t
         t0 = time.perf_counter()
         planes = open_image(src, read_input(src) if src == STDIO else None)
         q = DEFAULT_QUALITY if quality is None else quality
-        data = codec.encode(planes, quality=q, target_bpp=target_bpp, refine=refine, metadata=not strip)
+        with file_progress(src) as progress:
+            data = codec.encode(planes, quality=q, target_bpp=target_bpp, refine=refine, metadata=not strip,
+                                progress=progress)
         write_output(dst, lambda f: f.write(data), force=force, inputs=list(inputs))
         if verbose:
             vf = container.unpack(data)
@@ -323,7 +357,8 @@ def decode(inputs: tuple[str, ...], output: str | None, output_quality: int | No
         header = container.read_header(data)
         if header.model_id not in codecs:
             codecs[header.model_id] = _codec(None if weights else header.model_id, weights, device, deterministic)
-        im = codecs[header.model_id].decode(data, output="pil")
+        with file_progress(src) as progress:
+            im = codecs[header.model_id].decode(data, output="pil", progress=progress)
         fmt = _output_format(dst, output_quality)
         if im.mode in ("RGBA", "LA") and fmt in ("JPEG", "PPM"):
             msg = f"{dst}: {fmt} cannot store the alpha plane; decode to .png, .webp or .tif"

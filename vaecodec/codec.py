@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +103,12 @@ class _Timer:
         return t1
 
 
+#: ``progress(stage, done, total)``: called as a long encode or decode advances ("analysis",
+#: "synthesis": tiles; "refine": gradient steps over all tiles; "quality search": probes, of at
+#: most ``total``).
+Progress = Callable[[str, int, int], None]
+
+
 class Codec:
     """A loaded model on a device, ready to encode and decode.
 
@@ -162,6 +170,7 @@ class Codec:
         self.deterministic = deterministic
         self._synthesis_dtype = torch.float64 if deterministic else torch.float32
         self._refine_model: HyperpriorModel | None = None
+        self._local = threading.local()  # the progress callback of the call running in this thread
         if deterministic:
             self._g_s = copy.deepcopy(model.g_s).to(self.device, torch.float64)
         else:
@@ -185,6 +194,20 @@ class Codec:
         """
         return n if self.device.type == "cuda" else 1
 
+    @contextmanager
+    def _reporting(self, progress: Progress | None) -> Iterator[None]:
+        old = getattr(self._local, "progress", None)
+        self._local.progress = progress
+        try:
+            yield
+        finally:
+            self._local.progress = old
+
+    def _report(self, stage: str, done: int, total: int) -> None:
+        progress = getattr(self._local, "progress", None)
+        if progress is not None:
+            progress(stage, done, total)
+
     @torch.inference_mode()
     def _analysis(self, rgb: np.ndarray, quality: float) -> torch.Tensor:
         """B×H×W×3 uint8 → gained latents y (B×M×h×w, float32, CPU), tile by tile."""
@@ -193,7 +216,8 @@ class Codec:
         hy, wy = -(-h // f) * (f // s), -(-w // f) * (f // s)
         g = self.model.gains(self._levels(quality, n))[0].to(self.device)
         y = torch.empty(n, self.spec.M, hy, wy)
-        for (r0, r1, c0, c1), (a0, a1, b0, b1) in tiles(hy, wy, TILE_LATENTS, TILE_MARGIN):
+        layout = list(tiles(hy, wy, TILE_LATENTS, TILE_MARGIN))
+        for k, ((r0, r1, c0, c1), (a0, a1, b0, b1)) in enumerate(layout):
             # pixels of the tile with its margin, edge-replicated past the image (= the padding)
             rows = np.clip(np.arange(a0 * s, a1 * s), 0, h - 1)
             cols = np.clip(np.arange(b0 * s, b1 * s), 0, w - 1)
@@ -201,6 +225,7 @@ class Codec:
             x = torch.from_numpy(crop).to(self.device).permute(0, 3, 1, 2).float().div_(255)
             out = (self.model.g_a(x) * g).float().cpu()
             y[..., r0:r1, c0:c1] = out[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
+            self._report("analysis", k + 1, len(layout))
         return y
 
     @torch.inference_mode()
@@ -210,7 +235,9 @@ class Codec:
         s = self.model.latent_stride
         ig = self.model.gains(self._levels(quality, n))[1].to(self.device)
         out = np.empty((n, h, w, 3), dtype=np.uint8)
-        for (r0, r1, c0, c1), (a0, a1, b0, b1) in tiles(hy, wy, TILE_LATENTS, TILE_MARGIN):
+        layout = list(tiles(hy, wy, TILE_LATENTS, TILE_MARGIN))
+        for k, ((r0, r1, c0, c1), (a0, a1, b0, b1)) in enumerate(layout):
+            self._report("synthesis", k, len(layout))
             x = self._g_s((y_hat[..., a0:a1, b0:b1].to(self.device) * ig).to(self._synthesis_dtype))
             x = x[..., (r0 - a0) * s : (r1 - a0) * s, (c0 - b0) * s : (c1 - b0) * s]
             x = x[..., : max(0, min(h, r1 * s) - r0 * s), : max(0, min(w, c1 * s) - c0 * s)]
@@ -218,6 +245,7 @@ class Codec:
                 continue
             x = x.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             out[:, r0 * s : r0 * s + x.shape[1], c0 * s : c0 * s + x.shape[2]] = x
+        self._report("synthesis", len(layout), len(layout))
         return out
 
     # ------------------------------------------------------------------ entropy coding
@@ -237,6 +265,7 @@ class Codec:
     def encode(
         self, img: Any, *, quality: float = DEFAULT_QUALITY, target_bpp: float | None = None,
         stats: dict[str, float] | None = None, refine: int = 0, metadata: bool = True,
+        progress: Progress | None = None,
     ) -> bytes:
         """Encode one image (PIL image, numpy array or torch tensor) to .vae bytes.
 
@@ -251,12 +280,16 @@ class Codec:
             metadata: keep the image's ICC profile and EXIF block (PIL images carry them;
                 default). The standard sRGB profile costs no bytes, other profiles and EXIF are
                 compressed. False drops both.
+            progress: called as ``progress(stage, done, total)`` while the work advances (tiles
+                of a large image, refinement steps, probes of the quality search): see
+                :data:`Progress`. The CLI draws a bar with it.
         """
         planes = _with_metadata(image.to_planes(img), metadata)
         refine = _check_refine(refine)
-        if target_bpp is not None:
-            return self._encode_target(planes, float(target_bpp), stats, refine)
-        return self._encode_planes([planes], _check_quality(quality), stats, refine)[0]
+        with self._reporting(progress):
+            if target_bpp is not None:
+                return self._encode_target(planes, float(target_bpp), stats, refine)
+            return self._encode_planes([planes], _check_quality(quality), stats, refine)[0]
 
     def encode_batch(
         self, images: Sequence[Any], *, quality: float = DEFAULT_QUALITY,
@@ -306,7 +339,8 @@ class Codec:
             on_cpu = self.device.type == "cpu"
             self._refine_model = self.model if on_cpu else copy.deepcopy(self.model).to(self.device)
         level = self.model.quality_to_level(quality)
-        return refine_latents(self._refine_model, y, rgb, level, steps, device=self.device)
+        return refine_latents(self._refine_model, y, rgb, level, steps, device=self.device,
+                              progress=lambda done, total: self._report("refine", done, total))
 
     def _finish(self, p: image.Planes, y: torch.Tensor, quality: float, timer: _Timer) -> bytes:
         z_bytes, y_streams, crc = self._code(y, quality, timer)
@@ -342,6 +376,7 @@ class Codec:
             q = _check_quality(q)
             if q not in cache:
                 cache[q] = self._encode_planes([p], q, stats, refine)[0]
+                self._report("quality search", len(cache), 2 + 14)
             return 8 * len(cache[q]) / pixels
 
         lo, hi = QUALITY_RANGE
@@ -395,9 +430,16 @@ class Codec:
             )
             raise ModelMismatchError(msg)
 
-    def decode(self, data: bytes, *, output: str = "numpy", stats: dict[str, float] | None = None) -> Any:
-        """Decode .vae bytes to an image: ``output`` is "numpy" (H×W×C or H×W uint8), "pil" or "torch"."""
-        return self.decode_batch([data], output=output, stats=stats)[0]
+    def decode(
+        self, data: bytes, *, output: str = "numpy", stats: dict[str, float] | None = None,
+        progress: Progress | None = None,
+    ) -> Any:
+        """Decode .vae bytes to an image: ``output`` is "numpy" (H×W×C or H×W uint8), "pil" or "torch".
+
+        ``progress`` is called with the synthesis' tiles as in :meth:`encode`.
+        """
+        with self._reporting(progress):
+            return self.decode_batch([data], output=output, stats=stats)[0]
 
     def decode_batch(
         self, datas: Sequence[bytes], *, output: str = "numpy", device: str | torch.device | None = None,

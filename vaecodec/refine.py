@@ -28,6 +28,7 @@ How it optimizes:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -50,6 +51,7 @@ MARGIN = 4
 def refine_latents(
     model: HyperpriorModel, y: Tensor, rgb: np.ndarray, level: float, steps: int, *,
     device: torch.device | str = "cpu", lr: float = REFINE_LR, seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Return y (1×M×h×w, gained, float32 CPU) refined for ``steps`` Adam steps on ``rgb``.
 
@@ -60,6 +62,7 @@ def refine_latents(
         rgb: H×W×3 uint8, the image y was computed from.
         level: the continuous rate level (0..levels-1).
         steps: gradient steps per tile; 0 returns y unchanged.
+        progress: called as ``progress(done, total)`` after each step (steps of all tiles).
     """
     if steps <= 0:
         return y
@@ -73,11 +76,15 @@ def refine_latents(
     _, _, hy, wy = y.shape
     y = y.clone()
     STRIDE = model.latent_stride  # noqa: N806 (pixels per latent)
-    for (r0, r1, c0, c1), (a0, a1, b0, b1) in _tiles(hy, wy, TILE, MARGIN):
+    layout = list(_tiles(hy, wy, TILE, MARGIN))
+    total = steps * len(layout)
+    for k, ((r0, r1, c0, c1), (a0, a1, b0, b1)) in enumerate(layout):
         # the tile's real pixels, relative to the window's origin
         pr0, pr1 = (r0 - a0) * STRIDE, min(h - a0 * STRIDE, (r1 - a0) * STRIDE)
         pc0, pc1 = (c0 - b0) * STRIDE, min(w - b0 * STRIDE, (c1 - b0) * STRIDE)
         if pr1 <= pr0 or pc1 <= pc0:
+            if progress is not None:
+                progress((k + 1) * steps, total)
             continue
         target = torch.from_numpy(
             np.array(rgb[r0 * STRIDE : min(h, r1 * STRIDE), c0 * STRIDE : min(w, c1 * STRIDE)])
@@ -89,6 +96,7 @@ def refine_latents(
         refined = _refine_window(
             model, window, core, target, (pr0, pr1, pc0, pc1), lam, (ig, hg, ihg), medians, steps, lr,
             gen, pixels=(pr1 - pr0) * (pc1 - pc0),
+            tick=None if progress is None else (lambda i, k=k: progress(k * steps + i, total)),
         )
         y[..., r0:r1, c0:c1] = refined[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0].float().cpu()
     return y
@@ -97,7 +105,7 @@ def refine_latents(
 def _refine_window(
     model: HyperpriorModel, window: Tensor, core: Tensor, target: Tensor, box: tuple[int, int, int, int],
     lam: float, gains: tuple[Tensor, Tensor, Tensor], medians: Tensor, steps: int, lr: float,
-    gen: torch.Generator, *, pixels: int,
+    gen: torch.Generator, *, pixels: int, tick: Callable[[int], None] | None = None,
 ) -> Tensor:
     ig, hg, ihg = gains
     eb, gc = model.entropy_bottleneck, model.gaussian_conditional
@@ -133,4 +141,6 @@ def _refine_window(
             best_loss, best = loss.item(), delta.detach().clone()
         delta.grad = grad
         opt.step()
+        if tick is not None:
+            tick(i + 1)
     return (fixed + best * core).detach()
