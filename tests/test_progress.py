@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-import pytest
-
 from conftest import natural_like
+
 from vaecodec import cli
 
 
