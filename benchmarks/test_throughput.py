@@ -126,27 +126,34 @@ def test_vaecodec_batch1(benchmark: Any, images: list[Sample], rounds: int, op: 
                                                   for k in stages}
 
 
-@pytest.mark.skipif(not RUN_VAECODEC, reason="vaecodec not selected")
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("op", ["encode", "decode"])
-def test_vaecodec_batch8(benchmark: Any, batch8: list[np.ndarray], rounds: int, op: str, device: str) -> None:
-    codec = vaecodec_on(device)
+def _batched(benchmark: Any, codec: Any, pictures: list[np.ndarray], rounds: int, op: str, device: str,
+             datas: list[bytes] | None = None) -> None:
+    """Time one ``encode_batch``/``decode_batch`` call over ``pictures`` on ``device``."""
     benchmark.group = f"{op}-{device}"
     q = codec.default_quality
-    key = ("vaecodec", f"batch8-{device}")
-    if key not in _encoded:
-        _encoded[key] = codec.encode_batch(batch8, q)
-    datas = _encoded[key]
+    if datas is None:
+        datas = codec.encode_batch(pictures, q)
 
     def run() -> None:
         if op == "encode":
-            codec.encode_batch(batch8, q)
+            codec.encode_batch(pictures, q)
         else:
             codec.decode_batch(datas)
         _sync(device)
 
     _run(benchmark, run, rounds)
-    _info(benchmark, codec, op, 8, device, q, batch8, datas)
+    _info(benchmark, codec, op, len(pictures), device, q, pictures, datas)
+
+
+@pytest.mark.skipif(not RUN_VAECODEC, reason="vaecodec not selected")
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op", ["encode", "decode"])
+def test_vaecodec_batch8(benchmark: Any, batch8: list[np.ndarray], rounds: int, op: str, device: str) -> None:
+    codec = vaecodec_on(device)
+    key = ("vaecodec", f"batch8-{device}")
+    if key not in _encoded:
+        _encoded[key] = codec.encode_batch(batch8, codec.default_quality)
+    _batched(benchmark, codec, batch8, rounds, op, device, _encoded[key])
 
 
 @pytest.mark.skipif(not RUN_DEVICE_JPEG, reason="jpeg-torchvision not selected")
@@ -156,38 +163,11 @@ def test_vaecodec_batch8(benchmark: Any, batch8: list[np.ndarray], rounds: int, 
 def test_device_jpeg(benchmark: Any, batch8: list[np.ndarray], rounds: int, op: str, device: str,
                      batch: int) -> None:
     """JPEG on the same device as vaecodec, one batched call of ``batch`` same-size images."""
-    codec = TorchvisionJpeg(device)
-    benchmark.group = f"{op}-{device}"
     pictures = [batch8[i % len(batch8)] for i in range(batch)]
-    q = codec.default_quality
-    datas = codec.encode_batch(pictures, q)
-
-    def run() -> None:
-        if op == "encode":
-            codec.encode_batch(pictures, q)
-        else:
-            codec.decode_batch(datas)
-        _sync(device)
-
-    _run(benchmark, run, rounds)
-    _info(benchmark, codec, op, batch, device, q, pictures, datas)
+    _batched(benchmark, TorchvisionJpeg(device), pictures, rounds, op, device)
 
 
 @pytest.mark.skipif(not RUN_VAECODEC or not torch.cuda.is_available(), reason="batch 32 is timed on CUDA only")
 @pytest.mark.parametrize("op", ["encode", "decode"])
 def test_vaecodec_batch32_cuda(benchmark: Any, batch8: list[np.ndarray], rounds: int, op: str) -> None:
-    codec = vaecodec_on("cuda")
-    benchmark.group = f"{op}-cuda"
-    pictures = [batch8[i % len(batch8)] for i in range(32)]
-    q = codec.default_quality
-    datas = codec.encode_batch(pictures, q)
-
-    def run() -> None:
-        if op == "encode":
-            codec.encode_batch(pictures, q)
-        else:
-            codec.decode_batch(datas)
-        _sync("cuda")
-
-    _run(benchmark, run, rounds)
-    _info(benchmark, codec, op, 32, "cuda", q, pictures, datas)
+    _batched(benchmark, vaecodec_on("cuda"), [batch8[i % len(batch8)] for i in range(32)], rounds, op, "cuda")
