@@ -6,7 +6,7 @@
 
 * ``training-log.jsonl``: a compact copy of the training log (every validation record, train
   records thinned to the first one of each ``--every``-step bucket plus the latest), merged
-  with the copy already there (training continues across sessions): ordered by step, one
+  with the copy already there (a run resumed on another machine starts a new log): ordered by step, one
   record per (step, kind), the newer source winning;
 * ``figures/training-curve.png``: train loss, bpp and PSNR against step (smoothed) with the
   validation bpp and PSNR per level, drawn from that merged file;
