@@ -147,10 +147,14 @@ class VaeFile:
     @property
     def streams(self) -> tuple[bytes, ...]:
         """The streams as stored in the file (metadata compressed), in file order."""
-        icc, _ = stored_icc(self.icc)
-        exif = stored_exif(self.exif)
-        extra = tuple(s for s in (self.alpha, icc, exif) if s is not None)
-        return (self.z, *self.y, *extra)
+        return _stored_streams(self)[0]
+
+
+def _stored_streams(f: VaeFile) -> tuple[tuple[bytes, ...], bool]:
+    """``f``'s streams as stored (metadata compressed, each once), and whether the ICC one is zlib."""
+    icc, icc_zlib = stored_icc(f.icc)
+    extra = tuple(s for s in (f.alpha, icc, stored_exif(f.exif)) if s is not None)
+    return (f.z, *f.y, *extra), icc_zlib
 
 
 def stored_icc(icc: bytes | None) -> tuple[bytes | None, bool]:
@@ -248,12 +252,12 @@ def pack(f: VaeFile) -> bytes:
     if not f.y:
         msg = "a file needs at least one y stream"
         raise FormatError(msg)
-    streams = f.streams
+    streams, icc_zlib = _stored_streams(f)
     if len(streams) > MAX_STREAMS:
         msg = f"{len(streams)} streams exceed the limit of {MAX_STREAMS}"
         raise LimitError(msg)
     mid = h.model_id.encode("ascii")
-    flags = (FLAG_ICC if h.icc_stream else 0) | (FLAG_ICC_ZLIB if stored_icc(f.icc)[1] else 0)
+    flags = (FLAG_ICC if h.icc_stream else 0) | (FLAG_ICC_ZLIB if icc_zlib else 0)
     flags |= (FLAG_EXIF if h.has_exif else 0) | (FLAG_SRGB if h.srgb else 0)
     out = bytearray(_PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(mid)))
     out += mid
