@@ -37,11 +37,11 @@ TARGET_BPP_TOLERANCE = 0.05
 #: codec uses its model's ``latent_stride``).
 LATENT_STRIDE = 16
 #: Analysis and synthesis run on tiles of this many latents (×16 pixels) per side, each with a
-#: margin of TILE_MARGIN latents of real context, so memory stays bounded for huge images. The
-#: transforms' receptive fields (analysis: ±30 pixels; synthesis: about ±2 latents) fit in the
-#: margin, so tiles differ from a whole-image pass only by float rounding (see the tests).
+#: margin of the model's ``tile_margin`` latents of real context, so memory stays bounded for
+#: huge images. The transforms' receptive fields (analysis: ±30 pixels; synthesis: 1 latent
+#: before and 2 after, 3 and 4 with the residual synthesis) fit in the margin, so tiles differ
+#: from a whole-image pass only by float rounding (see the tests).
 TILE_LATENTS = 48
-TILE_MARGIN = 3
 #: Most refinement steps an encode accepts (each costs about three synthesis passes).
 MAX_REFINE = 1000  # the CLI's --refine range repeats it (the CLI does not import torch)
 
@@ -216,7 +216,7 @@ class Codec:
         hy, wy = -(-h // f) * (f // s), -(-w // f) * (f // s)
         g = self.model.gains(self._levels(quality, n))[0].to(self.device)
         y = torch.empty(n, self.spec.M, hy, wy)
-        layout = list(tiles(hy, wy, TILE_LATENTS, TILE_MARGIN))
+        layout = list(tiles(hy, wy, TILE_LATENTS, self.model.tile_margin))
         for k, ((r0, r1, c0, c1), (a0, a1, b0, b1)) in enumerate(layout):
             # pixels of the tile with its margin, edge-replicated past the image (= the padding)
             rows = np.clip(np.arange(a0 * s, a1 * s), 0, h - 1)
@@ -235,7 +235,7 @@ class Codec:
         s = self.model.latent_stride
         ig = self.model.gains(self._levels(quality, n))[1].to(self.device)
         out = np.empty((n, h, w, 3), dtype=np.uint8)
-        layout = list(tiles(hy, wy, TILE_LATENTS, TILE_MARGIN))
+        layout = list(tiles(hy, wy, TILE_LATENTS, self.model.tile_margin))
         for k, ((r0, r1, c0, c1), (a0, a1, b0, b1)) in enumerate(layout):
             self._report("synthesis", k, len(layout))
             x = self._g_s((y_hat[..., a0:a1, b0:b1].to(self.device) * ig).to(self._synthesis_dtype))
