@@ -38,6 +38,10 @@ def model_from_checkpoint(path: str | Path, *, averaged: bool = True) -> Hyperpr
         from .context import model_from_context_checkpoint
 
         return model_from_context_checkpoint(path)
+    if ck.get("synthesis"):  # a synthesis run: its parent's weights plus the trained synthesis
+        from .synthesis import model_from_synthesis_checkpoint
+
+        return model_from_synthesis_checkpoint(path)
     cfg = ck.get("config", {})
     state = ck["ema"] if averaged and "ema" in ck else ck["model"]
     from .loop import arch_of_state

@@ -306,6 +306,8 @@ def _channels(cfg: TrainConfig, ck: dict[str, Any] | None,
 
 def arch_of_state(state: dict[str, torch.Tensor]) -> str:
     """The architecture a state dict belongs to: a checkerboard model has context weights."""
+    if "g_s.2.conv1.weight" in state:
+        return "checkerboard-mean-scale-hyperprior-gain-residual-synthesis"
     if any(k.startswith(("context.", "entropy_parameters.")) for k in state):
         return "checkerboard-mean-scale-hyperprior-gain"
     return "mean-scale-hyperprior-gain"
