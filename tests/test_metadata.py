@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 
@@ -160,6 +161,33 @@ def test_all_metadata_together_round_trips():
                alpha=b"alpha", icc=DISPLAY_P3, exif=exif)
     g = container.unpack(container.pack(f))
     assert (g.alpha, g.icc, g.exif, g.header) == (b"alpha", DISPLAY_P3, exif, f.header)
+
+
+def test_info_names_the_profile_and_the_exif_block(tmp_path):
+    from click.testing import CliRunner
+
+    from vaecodec import cli
+
+    exif = camera_exif().tobytes()[6:]
+    files = {
+        "srgb.vae": sample(header=with_header(has_icc=True, srgb=True, has_exif=True), exif=exif),
+        "p3.vae": sample(header=with_header(has_icc=True), icc=DISPLAY_P3),
+        "bare.vae": sample(),
+    }
+    for name, f in files.items():
+        (tmp_path / name).write_bytes(container.pack(f))
+    r = CliRunner().invoke(cli.main, ["info", *(str(tmp_path / n) for n in files)])
+    assert r.exit_code == 0, r.output
+    blocks = [dict(line.strip().split(": ", 1) for line in b.splitlines()[1:]) for b in r.output.strip().split("\n\n")]
+    stored_exif, stored_p3 = len(zlib.compress(exif, 9)), len(container.stored_icc(DISPLAY_P3)[0])
+    assert blocks[0]["ICC profile"] == "standard sRGB (a flag, no stream)"
+    assert blocks[0]["EXIF"] == f"{len(exif)} bytes" and f"exif {stored_exif}" in blocks[0]["streams"]
+    assert blocks[1]["ICC profile"] == f"{len(DISPLAY_P3)} bytes" and blocks[1]["EXIF"] == "none"
+    assert f"icc {stored_p3}" in blocks[1]["streams"] and stored_p3 < len(DISPLAY_P3)  # as stored
+    assert (blocks[2]["ICC profile"], blocks[2]["EXIF"]) == ("none", "none")
+    r = CliRunner().invoke(cli.main, ["info", "--json", str(tmp_path / "srgb.vae")])
+    rec = json.loads(r.output)
+    assert (rec["icc_profile"], rec["exif_bytes"], rec["streams"]["exif"]) == ("sRGB", len(exif), stored_exif)
 
 
 def _file_with_stream(flags: int, stream: bytes) -> bytes:

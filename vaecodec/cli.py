@@ -493,7 +493,11 @@ def _info_record(file: str) -> dict[str, Any]:
         "bpp": round(8 * len(data) / (h.width * h.height), 6), "index_crc": f"{h.index_crc:08x}",
         "streams": {"z": len(vf.z), "y": [len(s) for s in vf.y],
                     **({"alpha": len(vf.alpha)} if vf.alpha is not None else {}),
-                    **({"icc": len(vf.icc)} if vf.icc is not None else {})},
+                    **({"icc": len(container.stored_icc(vf.icc)[0])} if vf.icc is not None else {}),
+                    **({"exif": len(container.stored_exif(vf.exif))} if vf.exif is not None else {})},
+        # the metadata as decoded (stream sizes above are as stored, compressed)
+        "icc_profile": "sRGB" if h.srgb else (len(vf.icc) if vf.icc is not None else None),
+        "exif_bytes": len(vf.exif) if vf.exif is not None else None,
         "header_overhead": container.overhead(len(vf.streams), len(h.model_id)),
     }
 
@@ -503,7 +507,10 @@ def _info_lines(rec: dict[str, Any]) -> list[str]:
     s = rec["streams"]
     n_y = len(s["y"])
     streams = [f"z {s['z']}", f"y {sum(s['y'])} ({n_y} chunk{'' if n_y == 1 else 's'})"]
-    streams += [f"{k} {s[k]}" for k in ("alpha", "icc") if k in s]
+    streams += [f"{k} {s[k]}" for k in ("alpha", "icc", "exif") if k in s]
+    icc = rec["icc_profile"]
+    icc_text = "none" if icc is None else "standard sRGB (a flag, no stream)" if icc == "sRGB" else f"{icc} bytes"
+    exif = "none" if rec["exif_bytes"] is None else f"{rec['exif_bytes']} bytes"
     return [
         f"model: {rec['model_id']} (weights tag {rec['weights_tag']})",
         f"size: {rec['width']}x{rec['height']}",
@@ -511,6 +518,8 @@ def _info_lines(rec: dict[str, Any]) -> list[str]:
         f"quality: {rec['quality']:g}",
         f"file size: {rec['bytes']} bytes, {rec['bpp']:.4f} bpp",
         f"streams: {', '.join(streams)} bytes",
+        f"ICC profile: {icc_text}",
+        f"EXIF: {exif}",
         f"header overhead: {rec['header_overhead']} bytes",
         f"format version: {rec['format_version']}",
         f"index CRC: {rec['index_crc']}",
