@@ -107,6 +107,27 @@ def test_icc_profile_is_kept_on_load_and_can_be_replaced_or_dropped(tmp_path, rg
     assert vaecodec.read_header(tmp_path / "given.vae").has_icc
 
 
+def test_exif_is_kept_on_load_and_can_be_given_or_dropped_on_save(tmp_path, rgb):
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Camera maker", "Camera model"  # Make, Model
+    src = Image.fromarray(rgb)
+    src.save(tmp_path / "given.vae", exif=exif)  # an Image.Exif, as Pillow's JPEG and WebP take
+    Image.fromarray(rgb).save(tmp_path / "bytes.vae", exif=exif.tobytes())  # or its bytes
+    for name in ("given.vae", "bytes.vae"):
+        with Image.open(tmp_path / name) as im:
+            im.load()
+            got = im.getexif()
+            assert (got[0x010F], got[0x0110]) == ("Camera maker", "Camera model")
+    src.info["exif"] = exif.tobytes()
+    src.save(tmp_path / "kept.vae")  # the image's own EXIF, kept by default
+    assert vaecodec.read_header(tmp_path / "kept.vae").has_exif
+    src.save(tmp_path / "dropped.vae", exif=None)
+    assert not vaecodec.read_header(tmp_path / "dropped.vae").has_exif
+    with pytest.raises(ValueError, match="bad.vae: exif must be an EXIF block"):
+        Image.fromarray(rgb).save(tmp_path / "bad.vae", exif=b"not exif data")
+    assert not (tmp_path / "bad.vae").exists()  # Pillow removes the file it created
+
+
 def test_a_file_that_is_not_vae_is_unidentified(tmp_path, rgb):
     path = tmp_path / "fake.vae"
     Image.fromarray(rgb).save(path, format="PNG")  # a PNG named .vae opens as the PNG it is

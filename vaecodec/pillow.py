@@ -12,8 +12,10 @@ Opening reads the header with the torch-free :mod:`vaecodec.container`; torch an
 imported on the first ``load()`` (or ``save``), so opening files to read their size stays cheap.
 ``save`` takes ``quality`` (0..100, default 75), ``target_bpp``, ``refine`` and ``model`` as
 :func:`vaecodec.encode` does, and ``icc_profile`` as Pillow's formats do (bytes to store, or
-``None``/``b""`` to drop the image's profile). After ``load()``, ``im.info["icc_profile"]``
-holds the file's ICC profile when it has one; ``im.header`` is the :class:`~vaecodec.Header`.
+``None``/``b""`` to drop the image's profile) and ``exif`` likewise (bytes, with or without the
+``Exif\\0\\0`` prefix, or an :class:`PIL.Image.Exif`; ``None``/``b""`` drops the image's EXIF).
+After ``load()``, ``im.info["icc_profile"]`` and ``im.info["exif"]`` hold the file's metadata
+when it has some; ``im.header`` is the :class:`~vaecodec.Header`.
 
 Errors follow Pillow's conventions for its own formats (measured with Pillow 13.0 on PNG:
 bad data before the image data makes ``Image.open`` fail; a truncated body passes ``open``
@@ -43,6 +45,7 @@ from PIL import Image, ImageFile
 
 from . import container
 from .errors import UnsupportedVersionError, VaecodecError
+from .image import exif_block
 
 FORMAT = "VAE"
 EXTENSION = ".vae"
@@ -127,11 +130,19 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from .api import encode  # imports torch
 
     info = im.encoderinfo
-    if "icc_profile" in info:
+    for key in ("icc_profile", "exif"):
+        if key not in info:
+            continue
+        value = info[key]
+        if isinstance(value, Image.Exif):
+            value = value.tobytes()
+        if key == "exif" and value and exif_block(value) is None:
+            msg = f"{_name(fp, filename)}: exif must be an EXIF block (TIFF data, with or without 'Exif\\0\\0'), not {bytes(value[:8])!r}..."
+            raise ValueError(msg)
         im = im.copy()
-        im.info.pop("icc_profile", None)
-        if info["icc_profile"]:
-            im.info["icc_profile"] = info["icc_profile"]
+        im.info.pop(key, None)
+        if value:
+            im.info[key] = value
     options = {k: info[k] for k in SAVE_OPTIONS if k in info}
     fp.write(encode(im, **options))
 
