@@ -62,6 +62,12 @@ def test_context_tiles_give_the_whole_image_result(ctx_codec, monkeypatch):
     monkeypatch.setattr(latent_coding, "EXACT_TILE", 5)
     tiled = ctx_codec.coder.context_params(idx.to(torch.uint8), mu, y_hat_a, level)
     assert torch.equal(whole[0], tiled[0]) and torch.equal(whole[1], tiled[1])
+    # in place (what encode and decode use): the same results, written over the inputs
+    idx_in, mu_in = idx.to(torch.uint8), mu.clone()
+    inplace = ctx_codec.coder.context_params(idx_in, mu_in, y_hat_a, level, inplace=True)
+    assert inplace[0] is idx_in and inplace[1] is mu_in
+    assert torch.equal(whole[0], idx_in) and torch.equal(whole[1], mu_in)
+    assert not torch.equal(mu_in, mu)  # the context moved some means
 
 
 @pytest.mark.parametrize("size", [(1, 1), (64, 64), (100, 150)])
@@ -84,8 +90,8 @@ def test_two_pass_index_crc_covers_the_second_pass(ctx_codec, monkeypatch):
     vf = container.unpack(data)
     orig = latent_coding.CheckerboardCoder.context_params
 
-    def shifted(self, indexes, means, y_hat_anchors, level):
-        idx, mu = orig(self, indexes, means, y_hat_anchors, level)
+    def shifted(self, indexes, means, y_hat_anchors, level, **kw):
+        idx, mu = orig(self, indexes, means, y_hat_anchors, level, **kw)
         na = torch.from_numpy(~self.anchors(*idx.shape[-2:]))
         return torch.where(na, (idx.int() + 1).clamp(max=63).to(torch.uint8), idx), mu
 

@@ -194,13 +194,16 @@ class CheckerboardCoder(HyperpriorCoder):
         return np.broadcast_to(((r + c) % 2 == 0)[None, None], (1, 1, h, w)).copy()
 
     def context_params(self, indexes: Tensor, means: Tensor, y_hat_anchors: Tensor,
-                       level: float) -> tuple[Tensor, Tensor]:
+                       level: float, *, inplace: bool = False) -> tuple[Tensor, Tensor]:
         """The table indexes and means of every position after the context pass (exact, tiled).
 
         Anchors keep the hyperprior's (:class:`~vaecodec.exact.ExactContext` leaves them as given).
+        With ``inplace`` the results overwrite ``indexes`` and ``means`` (two latent-sized
+        buffers fewer). That is safe tile by tile: only the context convolution reaches past a
+        position, and it reads ``y_hat_anchors``, which is not written.
         """
         _, _, h, w = indexes.shape
-        out_idx, out_mu = indexes.clone(), means.clone()
+        out_idx, out_mu = (indexes, means) if inplace else (indexes.clone(), means.clone())
         for (r0, r1, c0, c1), (a0, a1, b0, b1) in tiles(h, w, EXACT_TILE, self.context.radius):
             idx, mu = self.context(indexes[..., a0:a1, b0:b1], means[..., a0:a1, b0:b1],
                                    y_hat_anchors[..., a0:a1, b0:b1], level, parity=(a0 + b0) % 2)
@@ -217,15 +220,25 @@ class CheckerboardCoder(HyperpriorCoder):
 
     def y_symbols(self, y: Tensor, indexes: Tensor, means: Tensor, level: float) -> tuple[Tensor, Tensor, Tensor]:
         """As :meth:`HyperpriorCoder.y_symbols`; the non-anchors' tables and means come from the context pass."""
+        return self._y_symbols(y, indexes, means, level, inplace=False)
+
+    def _y_symbols(self, y: Tensor, indexes: Tensor, means: Tensor, level: float,
+                   *, inplace: bool) -> tuple[Tensor, Tensor, Tensor]:
+        # Two latent-sized float buffers besides the inputs, so that a 50-megapixel encode stays
+        # small: ``sym`` (the symbols) and ``buf`` (decoded anchors, then the non-anchors'
+        # symbols, then what the decoder gets). The anchors' means are the hyperprior's in mu2.
         at = torch.from_numpy(self.anchors(*y.shape[-2:]))
-        sym_a = torch.round(y - means)
-        idx2, mu2 = self.context_params(indexes, means, torch.where(at, sym_a + means, 0.0), level)
-        symbols = torch.where(at, sym_a, torch.round(y - mu2))
-        return symbols.to(torch.int32), idx2, symbols + torch.where(at, means, mu2)
+        sym = torch.round(y - means)
+        buf = torch.add(sym, means).masked_fill_(~at, 0.0)
+        idx2, mu2 = self.context_params(indexes, means, buf, level, inplace=inplace)
+        torch.sub(y, mu2, out=buf).round_()
+        torch.where(at, sym, buf, out=sym)
+        torch.add(sym, mu2, out=buf)
+        return sym.to(torch.int32), idx2, buf
 
     def _encode_y(self, y: Tensor, indexes: Tensor, means: Tensor, level: float) -> tuple[list[bytes], int]:
         a = self.anchors(*y.shape[-2:])
-        sym, idx2, _ = self.y_symbols(y, indexes, means, level)
+        sym, idx2, _ = self._y_symbols(y, indexes, means, level, inplace=True)  # encode's own buffers
         symbols, idx = sym.numpy(), idx2.numpy()
         streams = [self.y_coder.encode(symbols[..., b, :][m], idx[..., b, :][m])
                    for mask in (a, ~a) for b, m in self._band_masks(mask, self.M)]
@@ -247,7 +260,7 @@ class CheckerboardCoder(HyperpriorCoder):
         self._check_count(streams, 2 * n)
         y_hat = torch.zeros_like(means)  # anchors first, zero elsewhere: the context's input
         self._decode_pass(streams, 0, indexes.numpy(), a, means, y_hat)
-        idx2, mu2 = self.context_params(indexes, means, y_hat, level)
+        idx2, mu2 = self.context_params(indexes, means, y_hat, level, inplace=True)  # decode's own buffers
         self._check_crc(idx2, crc)
         self._decode_pass(streams, n, idx2.numpy(), ~a, mu2, y_hat)
         return y_hat
