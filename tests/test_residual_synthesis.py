@@ -90,7 +90,7 @@ def test_synthesis_training_trains_the_blocks_keeps_the_rest_and_exports(tmp_pat
     data = tmp_path / "data"
     data.mkdir()
     for i in range(4):
-        Image.fromarray(natural_like(96, 128, seed=20 + i)).save(data / f"{i}.png")
+        Image.fromarray(natural_like(192, 208, seed=20 + i)).save(data / f"{i}.png")
     parent = tiny_checkerboard(4)
     w = tmp_path / "p.safetensors"
     export(parent, w, model_id="p@1")
