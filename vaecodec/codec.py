@@ -314,9 +314,12 @@ class Codec:
     ) -> list[bytes]:
         timer = _Timer(stats, self.device)
         t = time.perf_counter()
-        rgb = np.stack([p.rgb for p in planes])
+        # one image is viewed, not copied (a 50-megapixel image is 150 MB)
+        rgb = planes[0].rgb[None] if len(planes) == 1 else np.stack([p.rgb for p in planes])
         step = self._images_per_pass(len(planes))
-        y = torch.cat([self._analysis(rgb[i : i + step], quality) for i in range(0, len(planes), step)])
+        ys = [self._analysis(rgb[i : i + step], quality) for i in range(0, len(planes), step)]
+        y = ys[0] if len(ys) == 1 else torch.cat(ys)
+        del ys
         timer("analysis", t)
         if not refine:
             return [self._finish(p, y[i : i + 1], quality, timer) for i, p in enumerate(planes)]
@@ -471,7 +474,7 @@ class Codec:
             files.append(vf)
         if output == "torch":
             _check_stackable([vf.header for vf in files])
-        latents = [self._decode_latents(vf, timer) for vf in files]
+        latents: list[torch.Tensor | None] = [self._decode_latents(vf, timer) for vf in files]
         groups: dict[tuple[int, int, float], list[int]] = {}
         for i, vf in enumerate(files):
             groups.setdefault((vf.header.height, vf.header.width, vf.header.quality), []).append(i)
@@ -479,8 +482,17 @@ class Codec:
         for (h, w, q), idx in groups.items():
             t = time.perf_counter()
             step = self._images_per_pass(len(idx))
-            rgb = np.concatenate([self._synthesis(torch.cat([latents[i] for i in idx[j : j + step]]), q, h, w)
-                                  for j in range(0, len(idx), step)])
+            chunks = []
+            for j in range(0, len(idx), step):
+                part = [latents[i] for i in idx[j : j + step]]
+                for i in idx[j : j + step]:
+                    latents[i] = None  # freed once synthesised: a huge image's latents are hundreds of MB
+                y_hat = part[0] if len(part) == 1 else torch.cat(part)
+                del part
+                chunks.append(self._synthesis(y_hat, q, h, w))
+                del y_hat
+            rgb = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+            del chunks
             t = timer("synthesis", t)
             for k, i in enumerate(idx):
                 vf = files[i]

@@ -220,25 +220,27 @@ class CheckerboardCoder(HyperpriorCoder):
 
     def y_symbols(self, y: Tensor, indexes: Tensor, means: Tensor, level: float) -> tuple[Tensor, Tensor, Tensor]:
         """As :meth:`HyperpriorCoder.y_symbols`; the non-anchors' tables and means come from the context pass."""
-        return self._y_symbols(y, indexes, means, level, inplace=False)
+        sym, idx2, mu2 = self._symbols(y, indexes, means, level, inplace=False)
+        return sym.to(torch.int32), idx2, sym + mu2  # the anchors' means in mu2 are the hyperprior's
 
-    def _y_symbols(self, y: Tensor, indexes: Tensor, means: Tensor, level: float,
-                   *, inplace: bool) -> tuple[Tensor, Tensor, Tensor]:
-        # Two latent-sized float buffers besides the inputs, so that a 50-megapixel encode stays
-        # small: ``sym`` (the symbols) and ``buf`` (decoded anchors, then the non-anchors'
-        # symbols, then what the decoder gets). The anchors' means are the hyperprior's in mu2.
+    def _symbols(self, y: Tensor, indexes: Tensor, means: Tensor, level: float,
+                 *, inplace: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """The symbols (float, integer-valued) and the table indexes and means of both passes.
+
+        One latent-sized buffer besides the inputs, so that a 50-megapixel encode stays small:
+        it holds the decoded anchors (zero elsewhere) for the context pass, then the symbols.
+        The context pass leaves the anchors' means as they were, so one formula gives the
+        symbols of both passes.
+        """
         at = torch.from_numpy(self.anchors(*y.shape[-2:]))
-        sym = torch.round(y - means)
-        buf = torch.add(sym, means).masked_fill_(~at, 0.0)
+        buf = torch.sub(y, means).round_().add_(means).masked_fill_(~at, 0.0)
         idx2, mu2 = self.context_params(indexes, means, buf, level, inplace=inplace)
         torch.sub(y, mu2, out=buf).round_()
-        torch.where(at, sym, buf, out=sym)
-        torch.add(sym, mu2, out=buf)
-        return sym.to(torch.int32), idx2, buf
+        return buf, idx2, mu2
 
     def _encode_y(self, y: Tensor, indexes: Tensor, means: Tensor, level: float) -> tuple[list[bytes], int]:
         a = self.anchors(*y.shape[-2:])
-        sym, idx2, _ = self._y_symbols(y, indexes, means, level, inplace=True)  # encode's own buffers
+        sym, idx2, _ = self._symbols(y, indexes, means, level, inplace=True)  # encode's own buffers
         symbols, idx = sym.numpy(), idx2.numpy()
         streams = [self.y_coder.encode(symbols[..., b, :][m], idx[..., b, :][m])
                    for mask in (a, ~a) for b, m in self._band_masks(mask, self.M)]
