@@ -138,6 +138,21 @@ def test_synthesis_training_refuses_a_plain_hyperprior(tmp_path, tiny_model):
     assert r.exit_code == 1 and "checkerboard" in r.output
 
 
+def test_synthesis_training_says_when_the_photos_are_smaller_than_a_crop(tmp_path):
+    from vaecodec.training.export import export
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        Image.fromarray(natural_like(96, 128, seed=i)).save(data / f"{i}.png")
+    w = tmp_path / "p.safetensors"
+    export(tiny_checkerboard(4), w, model_id="p@1")
+    r = CliRunner().invoke(cli.main, ["train", str(data), "--out", str(tmp_path / "o"), "--synthesis", "--init", str(w),
+                                      "--patch-size", "64", "--max-minutes", "1", "--val-fraction", "0.25"])
+    # 64 pixels plus a margin of 4 latents (64 pixels) on each side: 192 > 96
+    assert r.exit_code == 1 and "no training photo is 192 pixels on its shorter side" in r.output
+
+
 @pytest.mark.parametrize("flags", [["--context", "--synthesis"], ["--synthesis"]])
 def test_synthesis_flag_usage_errors(tmp_path, flags):
     r = CliRunner().invoke(cli.main, ["train", str(tmp_path), "--out", str(tmp_path / "o"), *flags])
