@@ -15,6 +15,7 @@ from vaecodec import cli
 from vaecodec import codec as codec_mod
 from vaecodec.codec import Codec
 from vaecodec.model import ResidualSynthesisModel, grow_residual_synthesis
+from vaecodec.training.synthesis import BASE_LR_SCALE
 
 
 def tiny_residual(seed: int = 2) -> ResidualSynthesisModel:
@@ -102,7 +103,12 @@ def test_synthesis_training_trains_the_blocks_keeps_the_rest_and_exports(tmp_pat
     assert r.exit_code == 0, r.output
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert any("val" in rec and "gain_db" in rec["val"] for rec in logs)
-    assert torch.load(out / "last.pt", weights_only=False)["step"] == 5
+    ck = torch.load(out / "last.pt", weights_only=False)
+    assert ck["step"] == 5
+    # the new blocks (2 × two convolutions, weight and bias) at the full rate, the parent's layers slower
+    groups = ck["opt"]["param_groups"]
+    assert [(len(g["params"]), g["lr_scale"]) for g in groups][0] == (8, 1.0)
+    assert groups[1]["lr_scale"] == BASE_LR_SCALE < 1 and groups[1]["lr"] == pytest.approx(groups[0]["lr"] * BASE_LR_SCALE)
     model = model_from_checkpoint(out / "last.pt")
     assert isinstance(model, ResidualSynthesisModel)
     assert float(model.g_s[2].conv2.weight.detach().abs().sum()) > 0  # the zero-initialised layer learned

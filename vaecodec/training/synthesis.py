@@ -36,9 +36,17 @@ import torch
 from torch import Tensor
 
 from ..errors import TrainingError
-from ..model import CheckerboardModel, ResidualSynthesisModel, fast_bf16, grow_residual_synthesis
+from ..model import (CheckerboardModel, ResidualSynthesisModel, SynthesisResidual, fast_bf16,
+                     grow_residual_synthesis)
 from .context import base_state
 from .loop import list_images, load_rgb, split_train_val
+
+
+#: The parent's synthesis layers learn at this fraction of the learning rate of the new blocks.
+#: Adam's first steps move every weight by about the learning rate, whatever its gradient: with
+#: one rate for all, a run was 0.07 dB below its parent on the held-out photos after 414 steps
+#: (0.18 dB at level 8), while the new blocks start from zero and need the full rate.
+BASE_LR_SCALE = 0.1
 
 
 def grow_from(state: dict[str, Tensor]) -> ResidualSynthesisModel:
@@ -146,7 +154,11 @@ def train(args: argparse.Namespace) -> dict:
                f"(the patch size plus a margin of {16 * margin} pixels on each side)")
         raise TrainingError(msg)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=args.lr)
+    grown = {id(p) for m in model.g_s if isinstance(m, SynthesisResidual) for p in m.parameters()}
+    opt = torch.optim.Adam([
+        {"params": [p for p in params if id(p) in grown], "lr_scale": 1.0},
+        {"params": [p for p in params if id(p) not in grown], "lr_scale": BASE_LR_SCALE},
+    ], lr=args.lr)
     step, seconds, best = 0, 0.0, 0.0
     rng = np.random.default_rng(args.seed)
     last = out / "last.pt"
@@ -199,7 +211,7 @@ def train(args: argparse.Namespace) -> dict:
         warm = min(1.0, (step + 1) / args.warmup)
         lr = warm * (args.lr_min + 0.5 * (args.lr - args.lr_min) * (1 + math.cos(math.pi * frac)))
         for gr in opt.param_groups:
-            gr["lr"] = lr
+            gr["lr"] = lr * gr["lr_scale"]
         ya, x = crop_batch(train_data, args.batch_size, args.patch + 2 * margin, rng)
         x = x[..., inner, inner]
         level = torch.from_numpy(rng.uniform(0, model.levels - 1, args.batch_size)).float()
