@@ -45,7 +45,6 @@ from PIL import Image, ImageFile
 
 from . import container
 from .errors import UnsupportedVersionError, VaecodecError
-from .image import exif_block
 
 FORMAT = "VAE"
 EXTENSION = ".vae"
@@ -128,6 +127,7 @@ class VaeImageFile(ImageFile.ImageFile):
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from .api import encode  # imports torch
+    from .image import exif_block
 
     info = im.encoderinfo
     for key in ("icc_profile", "exif"):
