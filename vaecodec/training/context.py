@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from torch import Tensor
 
 from ..errors import TrainingError
 from ..model import CheckerboardModel, checkerboard_mask, fast_bf16
+from .budget import budget_lr, stop_on_sigterm
 from .loop import list_images, load_rgb, split_train_val
 
 CONTEXT_PARAMS = ("context.", "entropy_parameters.")
@@ -220,8 +220,7 @@ def train(args: argparse.Namespace) -> dict:
             warm_start = ck.get("warm_start", 0)
         rng = np.random.default_rng(args.seed + step)
 
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    stop = stop_on_sigterm()
     budget = args.max_minutes * 60 - (time.monotonic() - t_start)
     total = seconds + budget  # the lr schedule runs over the whole time budget of this call
     log = open(out / "log.jsonl", "a")
@@ -256,9 +255,7 @@ def train(args: argparse.Namespace) -> dict:
         if done:
             save(last)
             break
-        frac = min(1.0, seconds / max(total, 1.0))
-        warm = min(1.0, (step + 1 - warm_start) / args.warmup)
-        lr = warm * (args.lr_min + 0.5 * (args.lr - args.lr_min) * (1 + math.cos(math.pi * frac)))
+        lr = budget_lr(args, seconds, total, step + 1 - warm_start)
         for gr in opt.param_groups:
             gr["lr"] = lr
         ya = crop_batch(train_lat, args.batch_size, args.patch, rng)

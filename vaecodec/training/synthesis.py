@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import signal
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from torch import Tensor
 from ..errors import TrainingError
 from ..model import (CheckerboardModel, ResidualSynthesisModel, SynthesisResidual, fast_bf16,
                      grow_residual_synthesis)
+from .budget import budget_lr, stop_on_sigterm
 from .context import base_state
 from .loop import list_images, load_rgb, split_train_val
 
@@ -169,8 +169,7 @@ def train(args: argparse.Namespace) -> dict:
         step, seconds, best = ck["step"], ck["seconds"], ck["best"]
         rng = np.random.default_rng(args.seed + step)
 
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    stop = stop_on_sigterm()
     budget = args.max_minutes * 60 - (time.monotonic() - t_start)
     total = seconds + budget  # the lr schedule runs over the whole time budget of this call
     log = open(out / "log.jsonl", "a")
@@ -207,9 +206,7 @@ def train(args: argparse.Namespace) -> dict:
         if done:
             save(last)
             break
-        frac = min(1.0, seconds / max(total, 1.0))
-        warm = min(1.0, (step + 1) / args.warmup)
-        lr = warm * (args.lr_min + 0.5 * (args.lr - args.lr_min) * (1 + math.cos(math.pi * frac)))
+        lr = budget_lr(args, seconds, total, step + 1)
         for gr in opt.param_groups:
             gr["lr"] = lr * gr["lr_scale"]
         ya, x = crop_batch(train_data, args.batch_size, args.patch + 2 * margin, rng)
