@@ -3,7 +3,7 @@
 glibc's malloc serves every request above 32 MiB with a fresh ``mmap`` and returns it with
 ``munmap`` when freed, so each large activation (a 256×256 training batch, a whole photo at
 1/2 resolution) costs page faults and page zeroing on every use. Measured on this project's
-2-core Zen 4 machine (session 5): a bf16 training step of 8 crops of 256×256 took 1.50 s with
+2-core AMD EPYC Zen 4 machine (2026-11-25): a bf16 training step of 8 crops of 256×256 took 1.50 s with
 glibc's defaults and 0.95 s with :func:`keep_buffers` (16 crops of 128×128: 0.61 → 0.48 s);
 kodim01 at quality 75 encoded at 0.91 → 1.20 MP/s and decoded at 0.78 → 0.91 MP/s.
 
