@@ -607,9 +607,9 @@ def train(data: str, out: str, **kw: Any) -> None:
         import argparse
 
         if kw["context"]:
-            from .training.context import train as run_context
+            from .training.context import train as run
         else:
-            from .training.synthesis import train as run_context
+            from .training.synthesis import train as run
 
         if kw["max_minutes"] is None:
             flag = "--context" if kw["context"] else "--synthesis"
@@ -620,7 +620,7 @@ def train(data: str, out: str, **kw: Any) -> None:
             precision=kw["precision"], seed=kw["seed"], max_minutes=kw["max_minutes"],
             val_fraction=kw["val_fraction"],
         )
-        err(f"validation: {json.dumps(run_context(args))}")
+        err(f"validation: {json.dumps(run(args))}")
         return
     from .training.loop import TrainConfig, train as run
 

@@ -316,7 +316,7 @@ class ResidualSynthesisModel(CheckerboardModel):
     """
 
     #: The blocks widen the synthesis' reach from 1 latent before / 2 after a decoded
-    #: position to 3 before / 4 after (measured by the gradient; tests/test_checkerboard.py).
+    #: position to 3 before / 4 after (measured by the gradient; tests/test_residual_synthesis.py).
     tile_margin = 4
 
     def __init__(self, N: int = 128, M: int = 192, levels: int = len(LAMBDAS)) -> None:

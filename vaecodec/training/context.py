@@ -23,6 +23,7 @@ import json
 import math
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -66,19 +67,24 @@ def grow_from(state: dict[str, Tensor]) -> CheckerboardModel:
 
 
 @torch.no_grad()
-def cache_latents(model: CheckerboardModel, files: list[Path], *, flips: bool) -> list[Tensor]:
-    """g_a of each photo (cropped to a multiple of 16 pixels), float32 1×M×h×w; mirrored copies too."""
-    out = []
+def photos(files: list[Path], *, flips: bool) -> Iterator[tuple[Tensor, np.ndarray]]:
+    """Each photo cropped to a multiple of 16 pixels, as a float 1×3×H×W tensor and as its uint8
+    pixels (H×W×3, the mirror image a view), then its mirror image too with ``flips``."""
     for i, f in enumerate(files):
         im = load_rgb(f)
         h, w = (im.shape[0] // 16) * 16, (im.shape[1] // 16) * 16
-        x = torch.from_numpy(im[:h, :w]).permute(2, 0, 1)[None].float().div(255)
-        out.append(model.g_a(x).float())
+        im = im[:h, :w]
+        x = torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255)
+        yield x, im
         if flips:
-            out.append(model.g_a(x.flip(-1)).float())
+            yield x.flip(-1), im[:, ::-1]
         if (i + 1) % 50 == 0:
             print(json.dumps({"cached": i + 1, "of": len(files)}), flush=True)
-    return out
+
+
+def cache_latents(model: CheckerboardModel, files: list[Path], *, flips: bool) -> list[Tensor]:
+    """g_a of each photo (cropped to a multiple of 16 pixels), float32 1×M×h×w; mirrored copies too."""
+    return [model.g_a(x).float() for x, _ in photos(files, flips=flips)]
 
 
 def y_bits(model: CheckerboardModel, y: Tensor, scales: Tensor, means: Tensor) -> Tensor:
@@ -88,14 +94,20 @@ def y_bits(model: CheckerboardModel, y: Tensor, scales: Tensor, means: Tensor) -
     return -torch.log2(lik.clamp_min(1e-9))
 
 
-def crop_batch(latents: list[Tensor], n: int, size: int, rng: np.random.Generator) -> Tensor:
-    elig = [t for t in latents if min(t.shape[-2:]) >= size]
+def crop_windows(latents: list[Tensor], n: int, size: int, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    """``n`` random size×size latent crops as (photo index, top row, left column), drawn among
+    the photos that are large enough."""
+    elig = [k for k, t in enumerate(latents) if min(t.shape[-2:]) >= size]
     out = []
     for _ in range(n):
-        t = elig[rng.integers(len(elig))]
-        i, j = rng.integers(t.shape[-2] - size + 1), rng.integers(t.shape[-1] - size + 1)
-        out.append(t[..., i : i + size, j : j + size])
-    return torch.cat(out)
+        k = elig[rng.integers(len(elig))]
+        i, j = rng.integers(latents[k].shape[-2] - size + 1), rng.integers(latents[k].shape[-1] - size + 1)
+        out.append((k, int(i), int(j)))
+    return out
+
+
+def crop_batch(latents: list[Tensor], n: int, size: int, rng: np.random.Generator) -> Tensor:
+    return torch.cat([latents[k][..., i : i + size, j : j + size] for k, i, j in crop_windows(latents, n, size, rng)])
 
 
 def step_loss(model: CheckerboardModel, ya: Tensor, level: Tensor, autocast: bool) -> tuple[Tensor, Tensor]:

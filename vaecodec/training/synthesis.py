@@ -38,8 +38,8 @@ from ..errors import TrainingError
 from ..model import (CheckerboardModel, ResidualSynthesisModel, SynthesisResidual, fast_bf16,
                      grow_residual_synthesis)
 from .budget import budget_lr, stop_on_sigterm
-from .context import base_state
-from .loop import list_images, load_rgb, split_train_val
+from .context import base_state, crop_windows, photos
+from .loop import list_images, split_train_val
 
 
 #: The parent's synthesis layers learn at this fraction of the learning rate of the new blocks.
@@ -80,30 +80,16 @@ def quantize(model: CheckerboardModel, ya: Tensor, level: Tensor) -> Tensor:
 @torch.no_grad()
 def cache(model: CheckerboardModel, files: list[Path], *, flips: bool) -> list[tuple[Tensor, np.ndarray]]:
     """(g_a output 1×M×h×w float32, the pixels h·16×w·16×3 uint8) per photo, mirrored copies too."""
-    out = []
-    for i, f in enumerate(files):
-        im = load_rgb(f)
-        h, w = (im.shape[0] // 16) * 16, (im.shape[1] // 16) * 16
-        im = np.ascontiguousarray(im[:h, :w])
-        x = torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255)
-        out.append((model.g_a(x).float(), im))
-        if flips:
-            out.append((model.g_a(x.flip(-1)).float(), np.ascontiguousarray(im[:, ::-1])))
-        if (i + 1) % 50 == 0:
-            print(json.dumps({"cached": i + 1, "of": len(files)}), flush=True)
-    return out
+    return [(model.g_a(x).float(), np.ascontiguousarray(im)) for x, im in photos(files, flips=flips)]
 
 
 def crop_batch(data: list[tuple[Tensor, np.ndarray]], n: int, size: int,
                rng: np.random.Generator) -> tuple[Tensor, Tensor]:
     """``n`` random crops of ``size`` latents (and their ``16·size`` pixels, float in [0, 1])."""
-    elig = [d for d in data if min(d[0].shape[-2:]) >= size]
-    ys, xs = [], []
-    for _ in range(n):
-        y, im = elig[rng.integers(len(elig))]
-        i, j = rng.integers(y.shape[-2] - size + 1), rng.integers(y.shape[-1] - size + 1)
-        ys.append(y[..., i : i + size, j : j + size])
-        xs.append(torch.from_numpy(im[i * 16 : (i + size) * 16, j * 16 : (j + size) * 16]))
+    latents = [y for y, _ in data]
+    windows = crop_windows(latents, n, size, rng)
+    ys = [latents[k][..., i : i + size, j : j + size] for k, i, j in windows]
+    xs = [torch.from_numpy(data[k][1][i * 16 : (i + size) * 16, j * 16 : (j + size) * 16]) for k, i, j in windows]
     x = torch.stack(xs).permute(0, 3, 1, 2).float().div_(255)
     return torch.cat(ys), x
 
