@@ -121,3 +121,20 @@ def test_zero_context_grown_from_msh14_keeps_its_function(shipped_codec):
         a, b = shipped_codec.encode(img, quality=q), grown.encode(img, quality=q)
         assert np.array_equal(shipped_codec.decode(a), grown.decode(b))
         assert abs(len(a) - len(b)) <= 16  # the same symbols in two passes: a few bytes of stream overhead
+
+
+def test_coded_scales_pass_no_gradient_below_the_scale_bound():
+    """A scale under the bound codes with the table's first entry: the rate must not push it lower."""
+    from vaecodec.model import CheckerboardModel
+
+    model = CheckerboardModel(N=8, M=4)
+    bound = float(model.gaussian_conditional.lower_bound_scale.bound)
+    raw = torch.tensor([-3.0, 0.5 * bound, 2.0, 8.0]).reshape(1, 4, 1, 1).requires_grad_(True)
+    scales, _ = model.coded_params(raw, torch.zeros_like(raw))
+    assert torch.all(scales.detach() >= bound * (1 - 1e-6))
+    # symbols at the mean: the rate falls as the scale falls, so its gradient is positive everywhere
+    _, lik = model.gaussian_conditional(torch.zeros_like(raw), scales, means=torch.zeros_like(raw), training=False)
+    (-torch.log2(lik).sum()).backward()
+    grad = raw.grad.flatten()
+    assert grad[0] == 0 and grad[1] == 0, "a scale below the bound must not be pushed further down"
+    assert grad[2] > 0 and grad[3] > 0

@@ -238,7 +238,10 @@ class CheckerboardModel(HyperpriorModel):
         """The scales and means the coder uses: each scale raised to its entry of the scale table,
         each mean rounded to a multiple of 2**-10 (as :mod:`vaecodec.exact` computes them).
 
-        Straight-through: the gradient passes as if nothing were rounded.
+        Straight-through: the gradient passes as if nothing were rounded, except below the
+        scale bound. There the coder uses the table's first entry whatever the scale is, so a
+        push to lower the scale further is dropped, as the hyperprior's own lower bound does;
+        without that, training drives those scales (most of them at low rates) without limit.
         """
         table = self.gaussian_conditional.scale_table
         if table.numel() < 2:
@@ -250,6 +253,7 @@ class CheckerboardModel(HyperpriorModel):
         idx = torch.bucketize(scales.detach().float().clamp_min(bound).contiguous(), table[:-1])
         s_q = table[idx]
         m_q = torch.round(means.detach().float() * 1024) / 1024
+        scales = self.gaussian_conditional.lower_bound_scale(scales)
         return scales + (s_q - scales).detach(), means + (m_q - means).detach()
 
     def context_params(
