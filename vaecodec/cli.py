@@ -573,7 +573,8 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--channels", type=(click.IntRange(1), click.IntRange(1)), default=None,
               help="N and M: channels of the transforms/z and of y (default: those of the run being resumed or "
                    "of --init, else 128 192; values above --init's widen the model, keeping its function).")
-@click.option("--init", default=None, help="Start from 'shipped' or a .safetensors/.pt file (fine-tuning). A "
+@click.option("--init", default=None, help="Start from 'shipped', a .safetensors file or a run's .pt checkpoint (its weight "
+              "average when it kept one) (fine-tuning). A "
               "checkerboard model (such as mshc@1) trains its transforms, hyperprior and context together.")
 @click.option("--start-step", type=click.IntRange(0), default=0, show_default=True,
               help="With --init: the step count to continue from (a run moved to a new machine).")

@@ -47,7 +47,7 @@ def base_state(init: str) -> dict[str, Tensor]:
         spec_from_file(Path(init))
         return load_state_dict(Path(init))
     ck = torch.load(init, map_location="cpu", weights_only=False)
-    return ck["model"]
+    return ck["ema"] if "ema" in ck else ck["model"]
 
 
 def grow_from(state: dict[str, Tensor]) -> CheckerboardModel:

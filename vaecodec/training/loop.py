@@ -290,7 +290,9 @@ def _init_state(init: str) -> dict[str, torch.Tensor]:
         from ..weights import load_state_dict
 
         return load_state_dict(Path(init))
-    return torch.load(init, map_location="cpu", weights_only=False)["model"]
+    ck = torch.load(init, map_location="cpu", weights_only=False)
+    # the weight average when the run kept one: what its validation scored and what export ships
+    return ck["ema"] if "ema" in ck else ck["model"]
 
 
 def _channels(cfg: TrainConfig, ck: dict[str, Any] | None,
