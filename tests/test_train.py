@@ -82,16 +82,16 @@ def test_weight_average_follows_the_live_weights(data_dir, tmp_path):
 
 def test_init_from_a_checkpoint_starts_from_its_weight_average(data_dir, tmp_path):
     """`--init run/best.pt` fine-tunes what that run validated and would export: the average."""
-    from vaecodec.training.loop import _init_state
+    from vaecodec.training.loop import load_init_state
 
     train(config(data_dir, tmp_path / "a", steps=3, val_fraction=0, ema_decay=0.5), progress=False)
     ck = torch.load(tmp_path / "a" / "last.pt", map_location="cpu", weights_only=False)
-    state = _init_state(str(tmp_path / "a" / "last.pt"))
+    state = load_init_state(str(tmp_path / "a" / "last.pt"))
     assert not torch.equal(ck["ema"]["g_a.0.weight"], ck["model"]["g_a.0.weight"])
     assert all(torch.equal(state[k], ck["ema"][k]) for k in ck["ema"])
     del ck["ema"]  # a checkpoint without an average gives its live weights
     torch.save(ck, tmp_path / "live.pt")
-    assert torch.equal(_init_state(str(tmp_path / "live.pt"))["g_a.0.weight"], ck["model"]["g_a.0.weight"])
+    assert torch.equal(load_init_state(str(tmp_path / "live.pt"))["g_a.0.weight"], ck["model"]["g_a.0.weight"])
 
 
 def test_weights_with_fewer_levels_grow_a_lower_rung(data_dir, tmp_path):

@@ -33,21 +33,17 @@ from torch import Tensor
 from ..errors import TrainingError
 from ..model import CheckerboardModel, checkerboard_mask, fast_bf16
 from .budget import budget_lr, stop_on_sigterm
-from .loop import list_images, load_rgb, split_train_val
+from .loop import list_images, load_init_state, load_rgb, split_train_val
 
 CONTEXT_PARAMS = ("context.", "entropy_parameters.")
 
 
 def base_state(init: str) -> dict[str, Tensor]:
-    from ..weights import load_state_dict, shipped_weights_path, spec_from_file
-
-    if init == "shipped":
-        return load_state_dict(shipped_weights_path())
     if init.endswith(".safetensors"):
-        spec_from_file(Path(init))
-        return load_state_dict(Path(init))
-    ck = torch.load(init, map_location="cpu", weights_only=False)
-    return ck["ema"] if "ema" in ck else ck["model"]
+        from ..weights import spec_from_file
+
+        spec_from_file(Path(init))  # a clear error for a file that is not vaecodec weights
+    return load_init_state(init)
 
 
 def grow_from(state: dict[str, Tensor]) -> CheckerboardModel:

@@ -281,7 +281,7 @@ def validate(
     return res
 
 
-def _init_state(init: str) -> dict[str, torch.Tensor]:
+def load_init_state(init: str) -> dict[str, torch.Tensor]:
     if init == "shipped":
         from ..weights import load_state_dict, shipped_weights_path
 
@@ -416,7 +416,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     ck = None
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    init_state = _init_state(cfg.init) if cfg.init and ck is None else None
+    init_state = load_init_state(cfg.init) if cfg.init and ck is None else None
     n_ch, m_ch = _channels(cfg, ck, init_state)
     cfg = dataclasses.replace(cfg, N=n_ch, M=m_ch)
     # the architecture of the resumed run, else of the --init weights (a checkerboard model trains its
