@@ -408,33 +408,37 @@ def _trained_from(old: HyperpriorModel, data_dir, tmp_path, **channels) -> dict:
     return torch.load(out / "last.pt", map_location="cpu", weights_only=False)
 
 
-def test_widening_y_keeps_the_function_and_lets_the_new_channels_learn(data_dir, tmp_path):
+def test_widening_y_keeps_the_image_and_opens_the_new_channels(data_dir, tmp_path):
     """--channels N M with --init weights of fewer y channels widens them (Net2Net-style)."""
     from vaecodec.training.surgery import widen_latents
 
     torch.manual_seed(0)
     old = HyperpriorModel(8, 12).eval()
     wide = HyperpriorModel(8, 20).eval()
-    wide.load_state_dict(widen_latents(old.state_dict(), 20))
+    wide.load_state_dict(widen_latents(old.state_dict(), 20, spread=2.0))
     x = torch.rand(2, 3, 64, 64)
     for lv in (0.0, 4.0, 8.0):
         level = torch.full((2,), lv)
         a, b = old(x, level), wide(x, level)
-        with torch.no_grad():
-            y_new = wide.g_a(x)[:, 12:] * wide.gains(level)[0][:, 12:]
-        assert torch.equal(torch.round(y_new), torch.zeros_like(y_new))  # the new channels quantize to 0
-        assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-6)
+        assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-6)  # the new channels are read by zeros
         assert torch.allclose(a["likelihoods"]["z"], b["likelihoods"]["z"])
         assert torch.allclose(a["likelihoods"]["y"], b["likelihoods"]["y"][:, :12], atol=1e-6)
+    with torch.no_grad():
+        y_new = wide.g_a(x)[:, 12:] * wide.gains(torch.full((2,), 8.0))[0][:, 12:]
+    assert (torch.round(y_new) != 0).any()  # and carry symbols at the top level
     with pytest.raises(ValueError, match="narrow"):
         widen_latents(wide.state_dict(), 12)
 
-    # a run started from the narrower weights trains the wider model, new channels included
+    # a run started from the narrower weights trains the wider model: the synthesis learns to
+    # read the new channels (weights that read channels stuck at 0 would get no gradient)
     ck = _trained_from(old, data_dir, tmp_path, M=20)
     start = widen_latents(old.state_dict(), 20)
     for name in ("g_a.6.weight", "g_s.0.weight", "h_s.0.weight", "h_s.4.weight"):
         assert ck["model"][name].shape == start[name].shape
+    assert not torch.equal(start["g_a.6.weight"][12:], torch.zeros_like(start["g_a.6.weight"][12:]))
+    assert torch.equal(start["g_s.0.weight"][12:], torch.zeros_like(start["g_s.0.weight"][12:]))
     assert not torch.equal(ck["model"]["g_a.6.weight"][12:], start["g_a.6.weight"][12:])
+    assert not torch.equal(ck["model"]["g_s.0.weight"][12:], start["g_s.0.weight"][12:])
     assert not torch.equal(ck["model"]["h_s.0.weight"][:, 12:], start["h_s.0.weight"][:, 12:])
 
 

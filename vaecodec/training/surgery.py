@@ -14,6 +14,9 @@ from torch import Tensor
 from .._compressai import GDN
 from ..model import LEVEL_PARAMS
 
+# the new y channels' analysis weights, relative to the old ones' spread (widen_latents)
+ACTIVE_SPREAD = 0.15
+
 
 def add_low_levels(state: dict[str, Tensor], levels: int, *, moments: bool = False) -> dict[str, Tensor]:
     """Grow the per-level rows of ``state`` (weights trained with fewer levels) to ``levels``.
@@ -53,20 +56,28 @@ def _old_width(state: dict[str, Tensor], key: str, n: int, what: str) -> int:
     return old
 
 
-def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[str, Tensor]:
-    """Grow y of ``state`` (a :class:`HyperpriorModel` state dict) to ``M`` channels, same function.
+def widen_latents(
+    state: dict[str, Tensor], M: int, *, spread: float = ACTIVE_SPREAD, seed: int = 0
+) -> dict[str, Tensor]:
+    """Grow y of ``state`` (a :class:`HyperpriorModel` state dict) to ``M`` channels, same image.
 
-    Function-preserving widening in the manner of Net2Net (Chen, Goodfellow and Shlens,
-    ICLR 2016). A new y channel is computed by tiny random weights, so it quantizes to 0,
-    and is read by small random weights in the synthesis (zero weights would leave it dead:
-    a channel that quantizes to 0 gets no gradient into weights that read it, and zero
-    weights send none back); the hyper-analysis reads it with zeros, so z is unchanged. The
-    decoded image and the prior of the old channels stay the same as long as the new
-    channels quantize to 0. Their prior starts with zero mean and the smallest scale (they
-    cost about nothing until they carry something); their gains start at the mean of the
-    old ones. The hyper-synthesis' hidden widths (``M`` and ``3M/2``) grow alike: new units
-    silent, read by random weights, or active and read by zeros. A checkerboard model's
-    context grows with them (:func:`_widen_context`).
+    Widening in the manner of Net2Net (Chen, Goodfellow and Shlens, ICLR 2016), adapted to a
+    quantized bottleneck. A new y channel is computed by random weights at ``spread`` times
+    the spread of the old ones, so at the top levels it rounds to nonzero symbols, and it is
+    read by zero weights in the synthesis and the hyper-analysis: the decoded image and z
+    stay the same, the old channels keep their priors, and the new channels cost bits from
+    the first step. Their prior copies the scale network of an old channel (one of the
+    widest quarter, chosen at random, so it follows the level as that channel's does) with zero mean; their gains start at the
+    mean of the old ones.
+
+    The other way round, new channels that round to 0 read by random synthesis weights, the
+    new channels never open: the straight-through rounding feeds the synthesis zeros, so the
+    weights that read them get no gradient, and the rate holds the channels under the rounding
+    threshold (measured in docs/training-notes.md: after 4,550 steps no new symbol was nonzero).
+
+    The hyper-synthesis' hidden widths (``M`` and ``3M/2``) grow too: new units silent, read
+    by random weights, or active and read by zeros. A checkerboard model's context grows with
+    them (:func:`_widen_context`).
     """
     old = _old_width(state, "g_a.6.weight", M, "y")
     if M == old:
@@ -77,15 +88,14 @@ def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[st
         return _grow(t, dim, n, scale, gen)
 
     h_new = M * 3 // 2
-    # conv N -> M: new outputs small and random (tiny values that round to 0)
-    out["g_a.6.weight"] = grow(out["g_a.6.weight"], 0, M, 0.01)
+    # conv N -> M: new outputs random, active at the top levels
+    out["g_a.6.weight"] = grow(out["g_a.6.weight"], 0, M, spread)
     out["g_a.6.bias"] = grow(out["g_a.6.bias"], 0, M)
     for name in ("gain", "inv_gain"):
         t = out[name]
         out[name] = torch.cat([t, t.mean(1, keepdim=True).expand(-1, M - old)], 1)
-    out["h_a.0.weight"] = grow(out["h_a.0.weight"], 1, M)  # conv M -> N: new inputs unread
-    # deconv M -> N: new inputs read by small weights (they are 0 for now)
-    out["g_s.0.weight"] = grow(out["g_s.0.weight"], 0, M, 0.1)
+    out["h_a.0.weight"] = grow(out["h_a.0.weight"], 1, M)  # conv M -> N: new inputs read by zeros
+    out["g_s.0.weight"] = grow(out["g_s.0.weight"], 0, M)  # deconv M -> N: likewise
     # h_s: deconv N -> M (new hidden units silent), deconv M -> 3M/2 (new rows random: they read
     # silent units; new columns random: read by zeros below), conv 3M/2 -> 2M (scales | means)
     out["h_s.0.weight"] = grow(out["h_s.0.weight"], 1, M)
@@ -93,8 +103,12 @@ def widen_latents(state: dict[str, Tensor], M: int, *, seed: int = 0) -> dict[st
     out["h_s.2.weight"] = grow(grow(out["h_s.2.weight"], 0, M, 1.0), 1, h_new, 1.0)
     out["h_s.2.bias"] = grow(out["h_s.2.bias"], 0, h_new)
     w, b = grow(out["h_s.4.weight"], 1, h_new), out["h_s.4.bias"]
-    out["h_s.4.weight"] = torch.cat([grow(half, 0, M) for half in w.chunk(2, 0)])
-    out["h_s.4.bias"] = torch.cat([grow(half, 0, M) for half in b.chunk(2, 0)])
+    (ws, wm), (bs, bm) = w.chunk(2, 0), b.chunk(2, 0)
+    # the old channel each new scale copies: one of the widest quarter (by scale bias)
+    wide = bs.argsort(descending=True)[: max(1, old // 4)]
+    pick = wide[torch.randint(0, len(wide), (M - old,), generator=gen)]
+    out["h_s.4.weight"] = torch.cat([ws, ws[pick], grow(wm, 0, M)])
+    out["h_s.4.bias"] = torch.cat([bs, bs[pick], grow(bm, 0, M)])
     if "context.weight" in out:
         _widen_context(out, old, M, grow)
     return out
