@@ -442,6 +442,39 @@ def test_widening_y_keeps_the_image_and_opens_the_new_channels(data_dir, tmp_pat
     assert not torch.equal(ck["model"]["h_s.0.weight"][:, 12:], start["h_s.0.weight"][:, 12:])
 
 
+def test_opening_widened_channels_ramps_their_rate_into_the_loss(data_dir, tmp_path):
+    """--open-channels K: the new y channels' bits count from 0 to in full over K steps."""
+    from vaecodec.training.loop import _y_rate_weight, rd_loss
+
+    x = torch.full((1, 3, 4, 4), 0.5)
+    lik = torch.tensor([0.5, 0.25])[None, :, None, None].expand(1, 2, 2, 2)  # 1 and 2 bits a symbol
+    out = {"x_hat": x, "likelihoods": {"y": lik, "z": torch.full((1, 1, 1, 1), 0.5)}}
+    lam = torch.tensor([0.01])
+    full = rd_loss(out, x, lam)
+    half = rd_loss(out, x, lam, y_rate_weight=torch.tensor([1.0, 0.5]))
+    assert float(full["loss"]) == pytest.approx((4 + 8 + 1) / 16)
+    assert float(half["loss"]) == pytest.approx((4 + 4 + 1) / 16)
+    assert float(half["bpp"]) == float(full["bpp"])  # the reported rate counts every bit
+
+    cfg = config(data_dir, tmp_path, open_channels=10)
+    opening = {"from": 12, "start": 100}
+    assert _y_rate_weight(cfg, None, 100, 20) is None
+    assert _y_rate_weight(config(data_dir, tmp_path), opening, 100, 20) is None
+    w = _y_rate_weight(cfg, opening, 105, 20)
+    assert torch.equal(w[:12], torch.ones(12)) and torch.allclose(w[12:], torch.full((8,), 0.5))
+    assert _y_rate_weight(cfg, opening, 110, 20) is None
+
+    # a run that widens y records where the opening started, and keeps it when resumed
+    torch.manual_seed(0)
+    ck = _trained_from(HyperpriorModel(8, 12), data_dir, tmp_path, M=20, open_channels=50)
+    assert ck["opening"] == {"from": 12, "start": 0}
+    train(config(data_dir, tmp_path / "run", steps=4, val_fraction=0, M=20, open_channels=50), progress=False)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["opening"] == {"from": 12, "start": 0}
+    (tmp_path / "b").mkdir()
+    ck = _trained_from(HyperpriorModel(8, 12), data_dir, tmp_path / "b", M=20)
+    assert ck["opening"] is None  # not asked for
+
+
 def test_widening_the_transforms_keeps_the_function_and_lets_the_new_units_learn(data_dir, tmp_path):
     """--channels N M with --init weights of a narrower N widens g_a, g_s, h_a, h_s and z."""
     from vaecodec.training.surgery import widen_transforms

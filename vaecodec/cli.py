@@ -573,6 +573,9 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--channels", type=(click.IntRange(1), click.IntRange(1)), default=None,
               help="N and M: channels of the transforms/z and of y (default: those of the run being resumed or "
                    "of --init, else 128 192; values above --init's widen the model, keeping its function).")
+@click.option("--open-channels", type=click.IntRange(0), default=0, show_default=True,
+              help="With --channels wider than --init's y: over this many steps the new channels' rate "
+                   "counts from 0 to in full, so the synthesis learns to read them before the rate prunes them.")
 @click.option("--init", default=None, help="Start from 'shipped', a .safetensors file or a run's .pt checkpoint (its weight "
               "average when it kept one) (fine-tuning). A "
               "checkerboard model (such as mshc@1) trains its transforms, hyperprior and context together.")
@@ -633,7 +636,7 @@ def train(data: str, out: str, **kw: Any) -> None:
         checkpoint_every_s=kw["checkpoint_every"], max_minutes=kw["max_minutes"], precision=kw["precision"],
         device=kw["device"], seed=kw["seed"], N=n_ch, M=m_ch,
         start_step=kw["start_step"], start_seconds=kw["start_seconds"], level_weights=kw["level_weights"],
-        level_balance=kw["level_balance"],
+        level_balance=kw["level_balance"], open_channels=kw["open_channels"],
     )
     result = run(cfg, resume=kw["resume"])
     if result:

@@ -71,6 +71,9 @@ class TrainConfig:
     start_seconds: float = 0.0  # with init: training seconds already spent (for the log)
     device: str = "auto"
     max_minutes: float | None = None
+    # steps over which the rate of the y channels that widening (--channels) added counts from 0 to in
+    # full in the loss, so the synthesis learns to read them before the rate can prune them; 0: at once
+    open_channels: int = 0
 
 
 # ----------------------------------------------------------------------------- data
@@ -154,19 +157,33 @@ def loss_weights(lam: Tensor, balance: float) -> Tensor:
     return (lam / lam_mid) ** -balance
 
 
+def _y_rate_weight(cfg: TrainConfig, opening: dict[str, int] | None, step: int, M: int) -> Tensor | None:
+    """Per-channel weight of y's bits in the loss while widened channels open (``open_channels``)."""
+    if not opening or not cfg.open_channels or step - opening["start"] >= cfg.open_channels:
+        return None
+    w = torch.ones(M)
+    w[opening["from"]:] = max(0.0, (step - opening["start"]) / cfg.open_channels)
+    return w
+
+
 def rd_loss(
     out: dict[str, Any], x: Tensor, lam: Tensor, metric: str = "mse", weight: Tensor | None = None,
+    y_rate_weight: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Per-batch mean of ``bpp + λ·255²·MSE`` (or the MS-SSIM variant); also bpp and PSNR.
 
     ``weight`` (one per crop, see :func:`loss_weights`) scales each crop's term in the mean.
+    ``y_rate_weight`` (one per y channel) scales each channel's bits in the loss; the bpp
+    returned counts every bit.
     """
     b, _, h, w = x.shape
-    bits = sum(
-        (-torch.log2(lk.float().clamp_min(1e-9))).flatten(1).sum(1)
-        for lk in out["likelihoods"].values()
-    )
+    bits_of = {k: -torch.log2(lk.float().clamp_min(1e-9)) for k, lk in out["likelihoods"].items()}
+    bits = sum(v.flatten(1).sum(1) for v in bits_of.values())
     bpp = bits / (h * w)
+    loss_bpp = bpp
+    if y_rate_weight is not None:
+        y_bits = bits_of["y"]
+        loss_bpp = bpp - (y_bits * (1 - y_rate_weight.to(y_bits))[None, :, None, None]).flatten(1).sum(1) / (h * w)
     x_hat = out["x_hat"].float()
     mse = (x_hat - x).pow(2).flatten(1).mean(1)
     if metric == "mse":
@@ -178,7 +195,7 @@ def rd_loss(
         # CompressAI's ms-ssim models use λ·(1 − MS-SSIM) with λ ≈ 2.4·10³ at quality 1;
         # scale the MSE ladder by the same ratio.
         dist_term = lam * (2.4 / 0.0018) * 1000 * (1 - msssim)
-    per_crop = bpp + dist_term
+    per_crop = loss_bpp + dist_term
     loss = (per_crop * weight).mean() if weight is not None else per_crop.mean()
     psnr = -10 * torch.log10(mse.detach().clamp_min(1e-10))
     return {"loss": loss, "bpp": bpp.detach().mean(), "mse": mse.detach().mean(), "psnr": psnr.mean()}
@@ -436,6 +453,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
 
     ema: HyperpriorModel | None = None
     step, best, elapsed0 = 0, math.inf, 0.0
+    opening: dict[str, int] | None = ck.get("opening") if ck is not None else None  # see open_channels
     warm_start = 0  # the step at which the optimizer started fresh
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     sampler = CropSampler(train_imgs, cfg.patch_size, seed=cfg.seed * 1000 + rank)
@@ -465,6 +483,9 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
         _init_weights(model, init_state, cfg.init)
         step, elapsed0 = cfg.start_step, cfg.start_seconds
         warm_start = step
+        old_m = init_state["g_a.6.weight"].shape[0] if "g_a.6.weight" in init_state else model.M
+        if cfg.open_channels and old_m < model.M:
+            opening = {"from": int(old_m), "start": step}
     # A moving average that starts from trained weights (--init, or a resumed run whose optimizer restarted)
     # keeps averaging through the warm-up; from scratch it follows the live weights until the warm-up ends.
     ema_in_warmup = init_state is not None or warm_start > 0
@@ -497,7 +518,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
                 **({"ema": ema.state_dict()} if ema is not None else {}),
                 "lambdas": _ladder(model),
                 "best": best, "elapsed": elapsed0 + time.time() - t_start, "config": dataclasses.asdict(cfg),
-                "world": world, "warm_start": warm_start,
+                "world": world, "warm_start": warm_start, "opening": opening,
                 "ema_in_warmup": ema_in_warmup, **{f"rng{r}": s for r, s in enumerate(states)},
             }
             _atomic_save(ck, path)
@@ -528,7 +549,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
             with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 out = net(x, lv)
             lam = lambda_at(lv)
-            r = rd_loss(out, x, lam, cfg.metric, loss_weights(lam, cfg.level_balance))
+            r = rd_loss(out, x, lam, cfg.metric, loss_weights(lam, cfg.level_balance), _y_rate_weight(cfg, opening, step, model.M))
             aux = model.aux_loss()
             opt.zero_grad(set_to_none=True)
             scaler.scale(r["loss"] + aux).backward()
