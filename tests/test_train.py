@@ -443,7 +443,7 @@ def test_widening_y_keeps_the_image_and_opens_the_new_channels(data_dir, tmp_pat
 
 
 def test_opening_widened_channels_ramps_their_rate_into_the_loss(data_dir, tmp_path):
-    """--open-channels K: the new y channels' bits count from 0 to in full over K steps."""
+    """--open-channels K: the new y channels' bits are left out of the loss, then ramp in over K steps."""
     from vaecodec.training.loop import _y_rate_weight, rd_loss
 
     x = torch.full((1, 3, 4, 4), 0.5)
@@ -460,8 +460,9 @@ def test_opening_widened_channels_ramps_their_rate_into_the_loss(data_dir, tmp_p
     opening = {"from": 12, "start": 100}
     assert _y_rate_weight(cfg, None, 100, 20) is None
     assert _y_rate_weight(config(data_dir, tmp_path), opening, 100, 20) is None
-    w = _y_rate_weight(cfg, opening, 105, 20)
-    assert torch.equal(w[:12], torch.ones(12)) and torch.allclose(w[12:], torch.full((8,), 0.5))
+    assert torch.equal(_y_rate_weight(cfg, opening, 105, 20)[12:], torch.zeros(8))  # first half: left out
+    w = _y_rate_weight(cfg, opening, 108, 20)  # then a linear ramp
+    assert torch.equal(w[:12], torch.ones(12)) and torch.allclose(w[12:], torch.full((8,), 0.6))
     assert _y_rate_weight(cfg, opening, 110, 20) is None
 
     # a run that widens y records where the opening started, and keeps it when resumed

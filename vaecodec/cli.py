@@ -574,8 +574,9 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="N and M: channels of the transforms/z and of y (default: those of the run being resumed or "
                    "of --init, else 128 192; values above --init's widen the model, keeping its function).")
 @click.option("--open-channels", type=click.IntRange(0), default=0, show_default=True,
-              help="With --channels wider than --init's y: over this many steps the new channels' rate "
-                   "counts from 0 to in full, so the synthesis learns to read them before the rate prunes them.")
+              help="With --channels wider than --init's y: the new channels' rate is left out of the loss for "
+                   "the first half of this many steps, then ramps in, so the synthesis learns to read them "
+                   "before the rate prunes them.")
 @click.option("--init", default=None, help="Start from 'shipped', a .safetensors file or a run's .pt checkpoint (its weight "
               "average when it kept one) (fine-tuning). A "
               "checkerboard model (such as mshc@1) trains its transforms, hyperprior and context together.")

@@ -71,8 +71,9 @@ class TrainConfig:
     start_seconds: float = 0.0  # with init: training seconds already spent (for the log)
     device: str = "auto"
     max_minutes: float | None = None
-    # steps over which the rate of the y channels that widening (--channels) added counts from 0 to in
-    # full in the loss, so the synthesis learns to read them before the rate can prune them; 0: at once
+    # steps over which the rate of the y channels that widening (--channels) added comes into the loss
+    # (not at all for the first half, then a linear ramp to in full), so the synthesis learns to read
+    # them before the rate can prune them; 0: at once
     open_channels: int = 0
 
 
@@ -161,8 +162,12 @@ def _y_rate_weight(cfg: TrainConfig, opening: dict[str, int] | None, step: int, 
     """Per-channel weight of y's bits in the loss while widened channels open (``open_channels``)."""
     if not opening or not cfg.open_channels or step - opening["start"] >= cfg.open_channels:
         return None
+    # none for the first half, then a linear ramp: with Adam, any rate weight at all shrinks the new
+    # channels at the full step size until the synthesis reads them (measured: rounded to 0 within
+    # 250 steps of a ramp from 0), so the synthesis gets half the steps to learn first
+    half = cfg.open_channels / 2
     w = torch.ones(M)
-    w[opening["from"]:] = max(0.0, (step - opening["start"]) / cfg.open_channels)
+    w[opening["from"]:] = min(1.0, max(0.0, (step - opening["start"] - half) / half))
     return w
 
 
