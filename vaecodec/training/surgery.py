@@ -67,8 +67,8 @@ def widen_latents(
     read by zero weights in the synthesis and the hyper-analysis: the decoded image and z
     stay the same, the old channels keep their priors, and the new channels cost bits from
     the first step. Their prior copies the scale network of an old channel (one of the
-    widest quarter, chosen at random, so it follows the level as that channel's does) with zero mean; their gains start at the
-    mean of the old ones.
+    widest quarter, chosen at random, so it follows the level as that channel's does) with
+    zero mean; their gains start at the mean of the old ones.
 
     The other way round, new channels that round to 0 read by random synthesis weights, the
     new channels never open: the straight-through rounding feeds the synthesis zeros, so the
