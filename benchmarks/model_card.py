@@ -802,7 +802,7 @@ def render_card(*, records: Sequence[dict[str, Any]], results: dict[str, Any] | 
                 log_arg: str, rd_png: bool, curve_png: bool, stale: bool | None,
                 notes_arg: str | None = None) -> str:
     """The whole card as Markdown."""
-    from vaecodec.model import LAMBDAS
+    from vaecodec.model import LAMBDAS, ladder as ladder_of
 
     meta = weights["metadata"]
     levels = int(meta.get("levels", len(LAMBDAS)))
@@ -811,7 +811,7 @@ def render_card(*, records: Sequence[dict[str, Any]], results: dict[str, Any] | 
     if "lambdas" in meta:
         ladder = tuple(float(v) for v in json.loads(meta["lambdas"]))
     else:
-        ladder = FIRST_LADDER if levels == len(FIRST_LADDER) else LAMBDAS
+        ladder = ladder_of(levels)
     model_id = meta.get("model_id", weights["path"].stem)
     notes = dict(notes)
     remarks = notes.pop("remarks", [])

@@ -16,6 +16,7 @@ from PIL import Image
 
 from conftest import REPO, natural_like
 from vaecodec import cli
+from vaecodec.errors import TrainingError
 from vaecodec.model import HyperpriorModel
 from vaecodec.training.loop import TrainConfig, split_train_val, train
 
@@ -96,10 +97,10 @@ def test_init_from_a_checkpoint_starts_from_its_weight_average(data_dir, tmp_pat
 
 def test_weights_with_fewer_levels_grow_a_lower_rung(data_dir, tmp_path):
     """A checkpoint from the 8-level ladder resumes on the 9-level one (model, moments, average)."""
-    from vaecodec.training.surgery import add_low_levels
+    from vaecodec.training.surgery import grow_levels
 
     old = HyperpriorModel(8, 12, levels=8).state_dict()
-    grown = add_low_levels(old, 9)
+    grown = grow_levels(old, 9)
     assert grown["gain"].shape == (9, 12)
     assert torch.equal(grown["gain"][1:], old["gain"])
     assert torch.allclose(grown["gain"][0], 2 * old["gain"][0] - old["gain"][1])
@@ -119,6 +120,42 @@ def test_weights_with_fewer_levels_grow_a_lower_rung(data_dir, tmp_path):
     train(config(data_dir, out, steps=4, val_fraction=0), progress=False)
     ck = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
     assert ck["step"] == 4 and ck["model"]["gain"].shape[0] == 9 and ck["ema"]["gain"].shape[0] == 9
+
+
+def test_levels_above_the_ladder_extrapolate_the_gains_and_train(data_dir, tmp_path):
+    """--levels 10 adds a rung above λ=0.18: the old levels code as before, the new one finer."""
+    from vaecodec.model import LAMBDAS, ladder, lambda_at
+    from vaecodec.training.surgery import grow_levels
+
+    assert ladder(8) == LAMBDAS[1:] and ladder(9) == LAMBDAS
+    assert ladder(10)[:9] == LAMBDAS and ladder(10)[9] == pytest.approx(0.18 * 0.18 / 0.0932, rel=1e-3)
+    assert float(lambda_at(torch.tensor([9.0]), 10)) == pytest.approx(ladder(10)[9], rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2"):
+        ladder(1)
+
+    torch.manual_seed(0)
+    old = HyperpriorModel(8, 12).eval()
+    tall = HyperpriorModel(8, 12, levels=10).eval()
+    tall.load_state_dict(grow_levels(old.state_dict(), 10))
+    assert torch.equal(tall.gain[:9], old.gain)
+    assert torch.allclose(tall.gain[9], 2 * old.gain[8] - old.gain[7])
+    x = torch.rand(1, 3, 64, 64)
+    for lv in (0.0, 4.5, 8.0):
+        level = torch.full((1,), lv)
+        assert torch.equal(old(x, level)["x_hat"], tall(x, level)["x_hat"])
+    # the gain ratio of the top two rungs continues: level 9 quantizes y more finely than level 8
+    assert torch.allclose(tall.gain[9] - tall.gain[8], old.gain[8] - old.gain[7], atol=1e-6)
+
+    w = exported(data_dir, tmp_path)
+    out = tmp_path / "tall"
+    train(config(data_dir, out, steps=2, init=w, levels=10), progress=False)
+    ck = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["model"]["gain"].shape[0] == 10 and ck["lambdas"][-1] == pytest.approx(ladder(10)[9], rel=1e-4)
+    assert "9" in json.loads((out / "log.jsonl").read_text().splitlines()[-1])["val"]  # validated at the new top
+    train(config(data_dir, out, steps=3), progress=False)  # a resumed run keeps its ladder
+    assert torch.load(out / "last.pt", map_location="cpu", weights_only=False)["model"]["gain"].shape[0] == 10
+    with pytest.raises(TrainingError, match="cannot shrink"):
+        train(config(data_dir, out, steps=4, levels=9), progress=False)
 
 
 def test_resume_continues_exactly(data_dir, tmp_path):
@@ -280,8 +317,6 @@ def test_fast_bf16_asks_onednn_and_falls_back_on_the_cpu_capability(monkeypatch)
 
 
 def test_missing_data_folder_is_a_training_error(tmp_path):
-    from vaecodec.errors import TrainingError
-
     with pytest.raises(TrainingError, match="not found"):
         train(config(tmp_path / "nope", tmp_path / "out"), progress=False)
     r = CliRunner().invoke(cli.main, ["train", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])

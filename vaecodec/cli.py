@@ -577,6 +577,9 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="With --channels wider than --init's y: the new channels' rate is left out of the loss for "
                    "the first half of this many steps, then ramps in, so the synthesis learns to read them "
                    "before the rate prunes them.")
+@click.option("--levels", type=click.IntRange(2), default=None,
+              help="Rungs of the λ ladder (default: those of the run being resumed or of --init, else 9). More than "
+                   "--init's add rungs above λ=0.18 (each about 1.93× the last), their gains extrapolated.")
 @click.option("--init", default=None, help="Start from 'shipped', a .safetensors file or a run's .pt checkpoint (its weight "
               "average when it kept one) (fine-tuning). A "
               "checkerboard model (such as mshc@1) trains its transforms, hyperprior and context together.")
@@ -637,7 +640,7 @@ def train(data: str, out: str, **kw: Any) -> None:
         checkpoint_every_s=kw["checkpoint_every"], max_minutes=kw["max_minutes"], precision=kw["precision"],
         device=kw["device"], seed=kw["seed"], N=n_ch, M=m_ch,
         start_step=kw["start_step"], start_seconds=kw["start_seconds"], level_weights=kw["level_weights"],
-        level_balance=kw["level_balance"], open_channels=kw["open_channels"],
+        level_balance=kw["level_balance"], open_channels=kw["open_channels"], levels=kw["levels"],
     )
     result = run(cfg, resume=kw["resume"])
     if result:

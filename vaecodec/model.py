@@ -59,9 +59,26 @@ def fast_bf16(device: torch.device | str = "cpu") -> bool:
         return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
-def lambda_at(level: Tensor) -> Tensor:
-    """λ for a continuous level in ``[0, len(LAMBDAS) - 1]`` (log-linear interpolation)."""
-    log_l = torch.tensor([math.log(v) for v in LAMBDAS], device=level.device)
+def ladder(levels: int = len(LAMBDAS)) -> tuple[float, ...]:
+    """The λ of each rung of a ladder of ``levels``: :data:`LAMBDAS`, cut from below or continued above.
+
+    Fewer rungs drop the lowest (the first generation's eight levels were ``LAMBDAS[1:]``); more
+    rungs continue above 0.18 at the ratio of the top two (about 1.93), for a finer quantizer at
+    the top end than the 0.18 rung of CompressAI's ladder gives.
+    """
+    if levels < 2:
+        msg = f"a ladder needs at least 2 levels, got {levels}"
+        raise ValueError(msg)
+    if levels <= len(LAMBDAS):
+        return LAMBDAS[len(LAMBDAS) - levels:]
+    ratio = LAMBDAS[-1] / LAMBDAS[-2]
+    extra = tuple(round(LAMBDAS[-1] * ratio**k, 4) for k in range(1, levels - len(LAMBDAS) + 1))
+    return LAMBDAS + extra
+
+
+def lambda_at(level: Tensor, levels: int = len(LAMBDAS)) -> Tensor:
+    """λ for a continuous level in ``[0, levels - 1]`` of :func:`ladder` (log-linear interpolation)."""
+    log_l = torch.tensor([math.log(v) for v in ladder(levels)], device=level.device)
     return torch.exp(_interp(log_l, level))
 
 
@@ -116,7 +133,8 @@ class HyperpriorModel(CompressionModel):
         )
         # Log-gains. Higher λ wants a finer quantizer; start the ladder at a step ratio of
         # sqrt(λ_{i+1}/λ_i) per level (high-rate theory: D ∝ Δ²), centred on the middle level.
-        ratio = 0.5 * math.log(LAMBDAS[-1] / LAMBDAS[0]) / (levels - 1)
+        lams = ladder(levels)
+        ratio = 0.5 * math.log(lams[-1] / lams[0]) / (levels - 1)
         init = (torch.arange(levels, dtype=torch.float32) - (levels - 1) / 2) * ratio
         self.gain = nn.Parameter(init[:, None].repeat(1, M))
         self.inv_gain = nn.Parameter(-init[:, None].repeat(1, M))

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TrainingError
-from ..model import LAMBDAS, HyperpriorModel, arch_of, build_model
+from ..model import LAMBDAS, HyperpriorModel, arch_of, build_model, ladder
 from ..weights import MANIFEST, WEIGHTS_DIR, WEIGHTS_FORMAT, sha256_file
 
 _TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
@@ -73,8 +73,8 @@ def export(
         state[k] = v
     meta = {"format": WEIGHTS_FORMAT, "model_id": model_id, "N": str(model.N), "M": str(model.M),
             "levels": str(model.levels), "arch": arch_of(model), **(metadata or {})}
-    if model.levels == len(LAMBDAS):  # the ladder it was trained on (training uses LAMBDAS)
-        meta.setdefault("lambdas", json.dumps(list(LAMBDAS)))
+    if model.levels >= len(LAMBDAS):  # the ladder it was trained on (training grows 8 levels to 9)
+        meta.setdefault("lambdas", json.dumps(list(ladder(model.levels))))
     from safetensors.torch import save_file
 
     out = Path(out)

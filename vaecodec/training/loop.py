@@ -2,7 +2,7 @@
 
 The objective is the β-VAE ELBO of the hyperprior papers: the rate (bits of y and z under
 their priors, per pixel) plus ``λ·255²·MSE`` (or ``λ'·(1 − MS-SSIM)``), with a λ drawn for
-every crop from the quality ladder (:data:`vaecodec.model.LAMBDAS`, log-interpolated at a
+every crop from the quality ladder (:func:`vaecodec.model.ladder`, log-interpolated at a
 continuous level), so one model learns every rate. The auxiliary loss that fits the
 factorized prior's quantiles is optimized alongside, in its own parameter group.
 
@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..errors import TrainingError
 from ..model import LAMBDAS, HyperpriorModel, arch_of, build_model, fast_bf16, lambda_at
-from .surgery import add_low_levels, widen_latents, widen_transforms
+from .surgery import grow_levels, widen_latents, widen_transforms
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,9 @@ class TrainConfig:
     # (not at all for the first half, then a linear ramp to in full), so the synthesis learns to read
     # them before the rate can prune them; 0: at once
     open_channels: int = 0
+    # rungs of the λ ladder (vaecodec.model.ladder); None: those of the run resumed or of init, else 9.
+    # More than the weights have grows the ladder (above 0.18 beyond nine)
+    levels: int | None = None
 
 
 # ----------------------------------------------------------------------------- data
@@ -149,8 +152,9 @@ def loss_weights(lam: Tensor, balance: float) -> Tensor:
     harder than one at the bottom. The Bjøntegaard rate difference the codec is judged by
     averages *relative* rate differences over the quality range, in which every rung counts
     about the same; ``balance`` 0.5 gives every rung about the same pull. ``λ_mid`` is the
-    geometric mean of the ladder's two ends, whose weights are then reciprocal (×4.2 and ×0.24
-    at 0.5).
+    geometric mean of the two ends of :data:`~vaecodec.model.LAMBDAS`, whose weights are then
+    reciprocal (×4.2 and ×0.24 at 0.5); a ladder grown above them keeps its rungs' weights, and
+    its new top rungs weigh less (×0.17 at λ = 0.3476).
     """
     if not balance:
         return torch.ones_like(lam)
@@ -293,10 +297,10 @@ def validate(
             mse = float((torch.round(out["x_hat"] * 255) / 255 - x).pow(2).mean())
             bpps.append(bpp)
             psnrs.append(-10 * math.log10(max(mse, 1e-10)))
-            losses.append(bpp + float(lambda_at(lvt)) * 255**2 * mse)
+            losses.append(bpp + float(lambda_at(lvt, model.levels)) * 255**2 * mse)
         res[f"{lv:g}"] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "loss": float(np.mean(losses))}
         level_losses.append(float(np.mean(losses)))
-        weighted.append(float(loss_weights(lambda_at(lvt), balance)) * level_losses[-1])
+        weighted.append(float(loss_weights(lambda_at(lvt, model.levels), balance)) * level_losses[-1])
     res["score"] = float(np.mean(level_losses))
     res["objective"] = float(np.mean(weighted))
     model.train(was_training)
@@ -328,6 +332,18 @@ def _channels(cfg: TrainConfig, ck: dict[str, Any] | None,
     return cfg.N or n, cfg.M or m
 
 
+def _levels(cfg: TrainConfig, ck: dict[str, Any] | None, init_state: dict[str, torch.Tensor] | None) -> int:
+    """The ladder's rungs: as given, else those of the run being resumed or of --init, else nine."""
+    state = ck["model"] if ck is not None else init_state
+    have = max(state["gain"].shape[0], len(LAMBDAS)) if state is not None and "gain" in state else len(LAMBDAS)
+    if cfg.levels is None:
+        return have
+    if cfg.levels < have:
+        msg = f"--levels {cfg.levels}: the weights have {have} levels, and a ladder cannot shrink"
+        raise TrainingError(msg)
+    return cfg.levels
+
+
 def arch_of_state(state: dict[str, torch.Tensor]) -> str:
     """The architecture a state dict belongs to: a checkerboard model has context weights."""
     if "g_s.2.conv1.weight" in state:
@@ -346,7 +362,7 @@ def _init_weights(model: HyperpriorModel, state: dict[str, torch.Tensor], init: 
         if "g_a.6.weight" in state and state["g_a.6.weight"].shape[0] < model.M:
             log.info("widening y of %s from %d to %d channels", init, state["g_a.6.weight"].shape[0], model.M)
             state = widen_latents(state, model.M)
-        model.load_state_dict(add_low_levels(state, model.levels))
+        model.load_state_dict(grow_levels(state, model.levels))
     except (RuntimeError, KeyError) as e:
         msg = f"{init}: weights do not fit the model ({str(e).splitlines()[0]})"
         raise TrainingError(msg) from None
@@ -381,7 +397,7 @@ class _StopRequest:
 
 def _ladder(model: HyperpriorModel) -> list[float]:
     """The λ of each level, as logged and checkpointed."""
-    return [round(float(v), 6) for v in lambda_at(torch.arange(model.levels, dtype=torch.float32))]
+    return [round(float(v), 6) for v in lambda_at(torch.arange(model.levels, dtype=torch.float32), model.levels)]
 
 
 def _fit_moments(opt: torch.optim.Optimizer, levels: int) -> None:
@@ -394,7 +410,7 @@ def _fit_moments(opt: torch.optim.Optimizer, levels: int) -> None:
                 if t is not None and t.shape != p.shape:
                     if t.dim() != 2 or t.shape[1:] != p.shape[1:]:
                         raise ValueError(f"optimizer state of shape {tuple(t.shape)} for a {tuple(p.shape)} parameter")
-                    st[k] = add_low_levels({"gain": t}, levels, moments=True)["gain"]
+                    st[k] = grow_levels({"gain": t}, levels, moments=True)["gain"]
 
 
 def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[str, Any]:
@@ -406,7 +422,6 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     continues from it (model, optimizer, step and RNG state); options given in ``cfg``
     (learning rate, patch size, steps, ...) take effect from there.
     """
-    _check_level_weights(cfg.level_weights, len(LAMBDAS))
     if not (math.isfinite(cfg.level_balance) and 0 <= cfg.level_balance <= 1):
         msg = f"level balance {cfg.level_balance}: expected a number from 0 to 1"
         raise TrainingError(msg)
@@ -429,11 +444,6 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
         log.info("precision: %s", precision)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
-    files = list_images(cfg.data)
-    train_files, val_files = split_train_val(files, cfg.val_fraction)
-    train_imgs = [load_rgb(p) for p in train_files]
-    val_imgs = [load_rgb(p) for p in val_files]
-
     ckpt_path = out_dir / "last.pt"
     ck = None
     if resume and ckpt_path.exists():
@@ -447,7 +457,13 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     arch = arch_of_state(source) if source is not None else "mean-scale-hyperprior-gain"
     torch.manual_seed(cfg.seed)
     # channels-last activations: measured 1.3× faster per step here (oneDNN, bf16, 16×128² crops)
-    model = build_model(arch, cfg.N, cfg.M, len(LAMBDAS)).to(device, memory_format=torch.channels_last)
+    levels = _levels(cfg, ck, init_state)
+    _check_level_weights(cfg.level_weights, levels)
+    files = list_images(cfg.data)
+    train_files, val_files = split_train_val(files, cfg.val_fraction)
+    train_imgs = [load_rgb(p) for p in train_files]
+    val_imgs = [load_rgb(p) for p in val_files]
+    model = build_model(arch, cfg.N, cfg.M, levels).to(device, memory_format=torch.channels_last)
     if main:
         log.info("architecture: %s (N=%d, M=%d)", arch_of(model), cfg.N, cfg.M)
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
@@ -463,7 +479,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     sampler = CropSampler(train_imgs, cfg.patch_size, seed=cfg.seed * 1000 + rank)
     if ck is not None:
-        model.load_state_dict(add_low_levels(ck["model"], model.levels))
+        model.load_state_dict(grow_levels(ck["model"], model.levels))
         try:
             opt.load_state_dict(ck["optimizer"])
             _fit_moments(opt, model.levels)
@@ -474,7 +490,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
             warm_start = ck["step"]
         if cfg.ema_decay and "ema" in ck:
             ema = copy.deepcopy(model)
-            ema.load_state_dict(add_low_levels(ck["ema"], model.levels))
+            ema.load_state_dict(grow_levels(ck["ema"], model.levels))
         step, best, elapsed0 = ck["step"], ck.get("best", math.inf), ck.get("elapsed", 0.0)
         if ck.get("lambdas") != _ladder(model) or ck.get("config", {}).get("level_balance", 0.0) != cfg.level_balance:
             best = math.inf  # validated on another ladder or objective: the scores do not compare
@@ -553,7 +569,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
             lv = _sample_levels(cfg, cfg.batch_size, gen, model.levels).to(device)
             with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 out = net(x, lv)
-            lam = lambda_at(lv)
+            lam = lambda_at(lv, model.levels)
             r = rd_loss(out, x, lam, cfg.metric, loss_weights(lam, cfg.level_balance), _y_rate_weight(cfg, opening, step, model.M))
             aux = model.aux_loss()
             opt.zero_grad(set_to_none=True)

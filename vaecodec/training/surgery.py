@@ -1,7 +1,7 @@
 """Checkpoint surgery: growing a trained model's state while keeping its function.
 
 Used by training (``vaecodec train --init ... --channels ...``) and never by the codec:
-new rate levels below the ladder, wider latents, wider transforms.
+new rate levels, wider latents, wider transforms.
 """
 
 from __future__ import annotations
@@ -12,18 +12,20 @@ import torch
 from torch import Tensor
 
 from .._compressai import GDN
-from ..model import LEVEL_PARAMS
+from ..model import LAMBDAS, LEVEL_PARAMS
 
 # the new y channels' analysis weights, relative to the old ones' spread (widen_latents)
 ACTIVE_SPREAD = 0.15
 
 
-def add_low_levels(state: dict[str, Tensor], levels: int, *, moments: bool = False) -> dict[str, Tensor]:
+def grow_levels(state: dict[str, Tensor], levels: int, *, moments: bool = False) -> dict[str, Tensor]:
     """Grow the per-level rows of ``state`` (weights trained with fewer levels) to ``levels``.
 
-    New rows go below level 0, extrapolating the log-gains linearly (the next lower λ
-    wants a coarser quantizer); training then refines them. With ``moments`` (an
-    optimizer's running averages for those rows) the new rows copy row 0 instead.
+    The ladder grows as :func:`~vaecodec.model.ladder` does: below level 0 up to
+    ``len(LAMBDAS)`` rungs, above the top beyond that. New rows extrapolate the log-gains
+    linearly (the next lower λ wants a coarser quantizer, the next higher a finer one);
+    training then refines them. With ``moments`` (an optimizer's running averages for those
+    rows) the new rows copy their neighbour instead.
     """
     out = dict(state)
     for name in LEVEL_PARAMS:
@@ -31,8 +33,12 @@ def add_low_levels(state: dict[str, Tensor], levels: int, *, moments: bool = Fal
         if t is None or t.dim() != 2 or t.shape[0] >= levels:
             continue
         while t.shape[0] < levels:
-            row = t[:1] if moments or t.shape[0] < 2 else 2 * t[:1] - t[1:2]
-            t = torch.cat([row, t])
+            if t.shape[0] < len(LAMBDAS):
+                row = t[:1] if moments or t.shape[0] < 2 else 2 * t[:1] - t[1:2]
+                t = torch.cat([row, t])
+            else:
+                row = t[-1:] if moments else 2 * t[-1:] - t[-2:-1]
+                t = torch.cat([t, row])
         out[name] = t
     return out
 
