@@ -174,7 +174,13 @@ class Codec:
         if deterministic:
             self._g_s = copy.deepcopy(model.g_s).to(self.device, torch.float64)
         else:
+            # channels-last (NHWC) activations, oneDNN's fast layout: on a Kodak image (mshc@1, one
+            # thread) a decode took 0.58-0.60 s against 0.74-0.88 s, with the same file and pixels.
+            # float64 has no such kernels, so the deterministic synthesis stays NCHW
+            model.g_a.to(memory_format=torch.channels_last)
+            model.g_s.to(memory_format=torch.channels_last)
             self._g_s = model.g_s
+        self._layout = torch.contiguous_format if deterministic else torch.channels_last
 
     @property
     def model_id(self) -> str:
@@ -223,7 +229,7 @@ class Codec:
             cols = np.clip(np.arange(b0 * s, b1 * s), 0, w - 1)
             crop = rgb[:, rows[:, None], cols[None, :]]
             x = torch.from_numpy(crop).to(self.device).permute(0, 3, 1, 2).float().div_(255)
-            out = (self.model.g_a(x) * g).float().cpu()
+            out = (self.model.g_a(x.contiguous(memory_format=self._layout)) * g).float().cpu().contiguous()
             y[..., r0:r1, c0:c1] = out[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
             self._report("analysis", k + 1, len(layout))
         return y
@@ -238,7 +244,8 @@ class Codec:
         layout = list(tiles(hy, wy, TILE_LATENTS, self.model.tile_margin))
         for k, ((r0, r1, c0, c1), (a0, a1, b0, b1)) in enumerate(layout):
             self._report("synthesis", k, len(layout))
-            x = self._g_s((y_hat[..., a0:a1, b0:b1].to(self.device) * ig).to(self._synthesis_dtype))
+            y_tile = (y_hat[..., a0:a1, b0:b1].to(self.device) * ig).to(self._synthesis_dtype)
+            x = self._g_s(y_tile.contiguous(memory_format=self._layout))
             x = x[..., (r0 - a0) * s : (r1 - a0) * s, (c0 - b0) * s : (c1 - b0) * s]
             x = x[..., : max(0, min(h, r1 * s) - r0 * s), : max(0, min(w, c1 * s) - c0 * s)]
             if x.shape[-1] == 0 or x.shape[-2] == 0:
