@@ -558,6 +558,41 @@ def test_widening_the_transforms_keeps_the_function_and_lets_the_new_units_learn
     assert not torch.equal(ck["model"]["g_a.6.weight"][:, 8:], start["g_a.6.weight"][:, 8:])
 
 
+def test_split_widening_copies_the_most_read_units_and_keeps_the_function(data_dir, tmp_path, monkeypatch):
+    """--split-units: new hidden units of g_a and g_s are noisy copies of old ones (Net2Net)."""
+    from vaecodec.training import surgery
+
+    torch.manual_seed(0)
+    old = HyperpriorModel(8, 12).eval()
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        y = old.g_a(x)
+        x_hat = old.g_s(y)
+    for N in (14, 20):  # 20: more new units than old ones, so some units have two copies
+        monkeypatch.setattr(surgery, "SPLIT_NOISE", 0.0)
+        exact = HyperpriorModel(N, 12).eval()
+        exact.load_state_dict(surgery.widen_transforms(old.state_dict(), N, split=True))
+        monkeypatch.undo()
+        noisy = HyperpriorModel(N, 12).eval()
+        noisy.load_state_dict(surgery.widen_transforms(old.state_dict(), N, split=True))
+        with torch.no_grad():
+            assert torch.allclose(exact.g_a(x), y, atol=1e-5) and torch.allclose(exact.g_s(y), x_hat, atol=1e-5)
+            # the copies are live: they read (half of) their source's share, unlike units read by zeros
+            assert exact.g_s[2].weight[8:].abs().sum() > 0 and exact.g_a[6].weight[:, 8:].abs().sum() > 0
+            # the noise that lets twins grow apart changes the output only a little
+            assert not torch.equal(noisy.g_a(x), exact.g_a(x))
+            assert (noisy.g_s(y) - x_hat).abs().max() < 0.05 * x_hat.abs().max()
+    # the copies come from the most-read units of the layer
+    read = old.g_s[2].weight.detach().reshape(8, -1).norm(dim=1)
+    top = int(read.argmax())
+    wide = surgery.widen_transforms(old.state_dict(), 9, split=True)
+    assert torch.allclose(wide["g_s.2.weight"][8, :8], wide["g_s.2.weight"][top, :8])
+    assert torch.allclose(wide["g_s.2.weight"][8, :8] * 2, old.g_s[2].weight.detach()[top])
+
+    ck = _trained_from(old, data_dir, tmp_path, N=14, split_units=True)
+    assert ck["model"]["g_s.2.weight"].shape == (14, 14, 5, 5)
+
+
 def test_context_training_grows_a_hyperprior_and_resumes(data_dir, tmp_path):
     from vaecodec.codec import Codec
     from vaecodec.training.context import model_from_context_checkpoint

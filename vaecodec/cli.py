@@ -577,6 +577,10 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="With --channels wider than --init's y: the new channels' rate is left out of the loss for "
                    "the first half of this many steps, then ramps in, so the synthesis learns to read them "
                    "before the rate prunes them.")
+@click.option("--split-units", is_flag=True,
+              help="With --channels wider than --init's transforms: the new hidden units of the analysis and "
+                   "synthesis start as copies of the most-read old units, sharing their readers' weights "
+                   "(Net2Net), instead of new units read by zeros.")
 @click.option("--levels", type=click.IntRange(2), default=None,
               help="Rungs of the λ ladder (default: those of the run being resumed or of --init, else 9). More than "
                    "--init's add rungs above λ=0.18 (each about 1.93× the last), their gains extrapolated.")
@@ -641,6 +645,7 @@ def train(data: str, out: str, **kw: Any) -> None:
         device=kw["device"], seed=kw["seed"], N=n_ch, M=m_ch,
         start_step=kw["start_step"], start_seconds=kw["start_seconds"], level_weights=kw["level_weights"],
         level_balance=kw["level_balance"], open_channels=kw["open_channels"], levels=kw["levels"],
+        split_units=kw["split_units"],
     )
     result = run(cfg, resume=kw["resume"])
     if result:

@@ -78,6 +78,8 @@ class TrainConfig:
     # rungs of the λ ladder (vaecodec.model.ladder); None: those of the run resumed or of init, else 9.
     # More than the weights have grows the ladder (above 0.18 beyond nine)
     levels: int | None = None
+    # with N wider than init's: the new hidden units of g_a and g_s start as copies of old ones (Net2Net)
+    split_units: bool = False
 
 
 # ----------------------------------------------------------------------------- data
@@ -353,12 +355,12 @@ def arch_of_state(state: dict[str, torch.Tensor]) -> str:
     return "mean-scale-hyperprior-gain"
 
 
-def _init_weights(model: HyperpriorModel, state: dict[str, torch.Tensor], init: str) -> None:
+def _init_weights(model: HyperpriorModel, state: dict[str, torch.Tensor], init: str, split: bool = False) -> None:
     try:
         if "g_a.0.weight" in state and state["g_a.0.weight"].shape[0] < model.N:
             log.info("widening the transforms of %s from %d to %d channels", init,
                      state["g_a.0.weight"].shape[0], model.N)
-            state = widen_transforms(state, model.N)
+            state = widen_transforms(state, model.N, split=split)
         if "g_a.6.weight" in state and state["g_a.6.weight"].shape[0] < model.M:
             log.info("widening y of %s from %d to %d channels", init, state["g_a.6.weight"].shape[0], model.M)
             state = widen_latents(state, model.M)
@@ -501,7 +503,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
                 torch.set_rng_state(ck[f"rng{rank}"]["global"])
         log.info("resumed from %s at step %d", ckpt_path, step)
     elif init_state is not None:
-        _init_weights(model, init_state, cfg.init)
+        _init_weights(model, init_state, cfg.init, split=cfg.split_units)
         step, elapsed0 = cfg.start_step, cfg.start_seconds
         warm_start = step
         old_m = init_state["g_a.6.weight"].shape[0] if "g_a.6.weight" in init_state else model.M
