@@ -173,6 +173,7 @@ class Codec:
         self._local = threading.local()  # the progress callback of the call running in this thread
         if deterministic:
             self._g_s = copy.deepcopy(model.g_s).to(self.device, torch.float64)
+            self._layout = torch.contiguous_format
         else:
             # channels-last (NHWC) activations, oneDNN's fast layout: on four Kodak images (2 threads,
             # Intel Xeon with AMX) mshc@1 decoded at 1.15 MP/s against 0.81-0.92 in NCHW, with the
@@ -181,7 +182,7 @@ class Codec:
             model.g_a.to(memory_format=torch.channels_last)
             model.g_s.to(memory_format=torch.channels_last)
             self._g_s = model.g_s
-        self._layout = torch.contiguous_format if deterministic else torch.channels_last
+            self._layout = torch.channels_last
 
     @property
     def model_id(self) -> str:

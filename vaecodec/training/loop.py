@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import TrainingError
-from ..model import LAMBDAS, HyperpriorModel, arch_of, build_model, fast_bf16, lambda_at
+from ..model import LAMBDAS, HyperpriorModel, arch_of, build_model, fast_bf16, ladder, lambda_at
 from .surgery import grow_levels, widen_latents, widen_transforms
 
 log = logging.getLogger(__name__)
@@ -399,7 +399,7 @@ class _StopRequest:
 
 def _ladder(model: HyperpriorModel) -> list[float]:
     """The λ of each level, as logged and checkpointed."""
-    return [round(float(v), 6) for v in lambda_at(torch.arange(model.levels, dtype=torch.float32), model.levels)]
+    return list(ladder(model.levels))
 
 
 def _fit_moments(opt: torch.optim.Optimizer, levels: int) -> None:
