@@ -138,8 +138,8 @@ def test_cuda_device_is_refused_cleanly_without_cuda(tiny_model):
 def test_network_stages_build_no_autograd_graph(tiny_codec):
     """Every transform the codec runs is under inference mode (no graph, no saved activations).
 
-    Session 7 let the decorator slide off the analysis; nothing else noticed, since the bytes
-    are the same either way, so this watches the modules themselves.
+    The decorator once slid off the analysis unnoticed, since the bytes are the same either
+    way, so this watches the modules themselves.
     """
     seen: dict[str, list[bool]] = {}
 

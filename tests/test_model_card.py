@@ -57,7 +57,7 @@ def _weights(path: Path, step: int = 1000) -> None:
 
 def test_card_from_synthetic_log_and_results(tmp_path: Path) -> None:
     log = [_train(s, 20.0 + s / 100, 128 if s < 600 else 256) for s in range(25, 1001, 25)]
-    log[20:20] = [_train(s, 99.0) for s in (525, 550)]  # a stopped session, overwritten after the resume
+    log[20:20] = [_train(s, 99.0) for s in (525, 550)]  # a stopped run, overwritten after the resume
     log.insert(16, _val(400, 5.0))
     log.append(_val(800, 4.0))
     log_path = tmp_path / "run" / "log.jsonl"
@@ -67,7 +67,7 @@ def test_card_from_synthetic_log_and_results(tmp_path: Path) -> None:
         f.write('{"loss": 1.0, "step": 10')  # a line still being written
     out = tmp_path / "assets"
     out.mkdir()
-    _write_jsonl(out / mc.LOG_NAME, [_train(100, 0.5), _val(60, 6.0), _train(10, 1.0)])  # an earlier session
+    _write_jsonl(out / mc.LOG_NAME, [_train(100, 0.5), _val(60, 6.0), _train(10, 1.0)])  # an earlier run
     _results(tmp_path / "results")
     weights = tmp_path / "w" / "test-1.safetensors"
     _weights(weights)
@@ -82,7 +82,7 @@ def test_card_from_synthetic_log_and_results(tmp_path: Path) -> None:
     keys = [(r["step"], mc.record_kind(r)) for r in merged]
     assert keys == sorted(keys, key=lambda k: (k[0], k[1] != "train"))
     assert len(keys) == len(set(keys))
-    assert (60, "val") in keys and (10, "train") in keys  # kept from the earlier session
+    assert (60, "val") in keys and (10, "train") in keys  # kept from the earlier run
     assert (400, "val") in keys and (800, "val") in keys
     train_steps = [s for s, k in keys if k == "train"]
     assert train_steps == [10, *range(100, 1001, 100)]  # the first record of each 100-step bucket

@@ -264,7 +264,7 @@ def test_fine_tune_interrupted_in_its_warm_up_resumes_the_warm_up(data_dir, tmp_
 def test_fine_tune_keeps_averaging_from_the_init_weights_through_the_warm_up(data_dir, tmp_path):
     """From --init the moving average starts at the trained weights and keeps averaging while the fresh
     optimizer warms up; from scratch it follows the live weights until the warm-up ends. (Following them
-    from --init threw the trained average away: session 15's fine-tune lost 0.024 of validation objective
+    from --init threw the trained average away: a measured fine-tune lost 0.024 of validation objective
     in its warm-up.)"""
     old = HyperpriorModel(8, 12)
     init = tmp_path / "init.pt"
@@ -558,7 +558,7 @@ def test_widening_the_transforms_keeps_the_function_and_lets_the_new_units_learn
     assert not torch.equal(ck["model"]["g_a.6.weight"][:, 8:], start["g_a.6.weight"][:, 8:])
 
 
-def test_split_widening_copies_the_most_read_units_and_keeps_the_function(data_dir, tmp_path, monkeypatch):
+def test_split_widening_copies_the_most_read_units_and_keeps_the_function(data_dir, tmp_path):
     """--split-units: new hidden units of g_a and g_s are noisy copies of old ones (Net2Net)."""
     from vaecodec.training import surgery
 
@@ -569,12 +569,10 @@ def test_split_widening_copies_the_most_read_units_and_keeps_the_function(data_d
         y = old.g_a(x)
         x_hat = old.g_s(y)
     for N in (14, 20):  # 20: more new units than old ones, so some units have two copies
-        monkeypatch.setattr(surgery, "SPLIT_NOISE", 0.0)
         exact = HyperpriorModel(N, 12).eval()
-        exact.load_state_dict(surgery.widen_transforms(old.state_dict(), N, split=True))
-        monkeypatch.undo()
+        exact.load_state_dict(surgery.widen_transforms(old.state_dict(), N, split=0.0))
         noisy = HyperpriorModel(N, 12).eval()
-        noisy.load_state_dict(surgery.widen_transforms(old.state_dict(), N, split=True))
+        noisy.load_state_dict(surgery.widen_transforms(old.state_dict(), N, split=surgery.SPLIT_NOISE))
         with torch.no_grad():
             assert torch.allclose(exact.g_a(x), y, atol=1e-5) and torch.allclose(exact.g_s(y), x_hat, atol=1e-5)
             # the copies are live: they read (half of) their source's share, unlike units read by zeros
@@ -585,11 +583,17 @@ def test_split_widening_copies_the_most_read_units_and_keeps_the_function(data_d
     # the copies come from the most-read units of the layer
     read = old.g_s[2].weight.detach().reshape(8, -1).norm(dim=1)
     top = int(read.argmax())
-    wide = surgery.widen_transforms(old.state_dict(), 9, split=True)
+    wide = surgery.widen_transforms(old.state_dict(), 9, split=0.0)
     assert torch.allclose(wide["g_s.2.weight"][8, :8], wide["g_s.2.weight"][top, :8])
     assert torch.allclose(wide["g_s.2.weight"][8, :8] * 2, old.g_s[2].weight.detach()[top])
 
-    ck = _trained_from(old, data_dir, tmp_path, N=14, split_units=True)
+    # the noise scales the copies' distance from their sources (same draws, so exactly)
+    exact = surgery.widen_transforms(old.state_dict(), 14, split=0.0)
+    lo, hi = (surgery.widen_transforms(old.state_dict(), 14, split=s) for s in (0.02, 0.5))
+    for name in ("g_a.0.weight", "g_s.4.weight"):
+        assert torch.allclose(hi[name] - exact[name], 25 * (lo[name] - exact[name]), atol=1e-5)
+
+    ck = _trained_from(old, data_dir, tmp_path, N=14, split_units=True, split_noise=0.5)
     assert ck["model"]["g_s.2.weight"].shape == (14, 14, 5, 5)
 
 

@@ -581,6 +581,9 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="With --channels wider than --init's transforms: the new hidden units of the analysis and "
                    "synthesis start as copies of the most-read old units, sharing their readers' weights "
                    "(Net2Net), instead of new units read by zeros.")
+@click.option("--split-noise", type=click.FloatRange(0), default=None,
+              help="With --split-units: noise on the copies' incoming weights, as a share of the layer's weight "
+                   "spread (their sources get the opposite), so that twins can grow apart (default 0.3).")
 @click.option("--levels", type=click.IntRange(2), default=None,
               help="Rungs of the λ ladder (default: those of the run being resumed or of --init, else 9). More than "
                    "--init's add rungs above λ=0.18 (each about 1.93× the last), their gains extrapolated.")
@@ -646,6 +649,7 @@ def train(data: str, out: str, **kw: Any) -> None:
         start_step=kw["start_step"], start_seconds=kw["start_seconds"], level_weights=kw["level_weights"],
         level_balance=kw["level_balance"], open_channels=kw["open_channels"], levels=kw["levels"],
         split_units=kw["split_units"],
+        **({} if kw["split_noise"] is None else {"split_noise": kw["split_noise"]}),
     )
     result = run(cfg, resume=kw["resume"])
     if result:

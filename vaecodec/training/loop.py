@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..errors import TrainingError
 from ..model import LAMBDAS, HyperpriorModel, arch_of, build_model, fast_bf16, ladder, lambda_at
-from .surgery import grow_levels, widen_latents, widen_transforms
+from .surgery import SPLIT_NOISE, grow_levels, widen_latents, widen_transforms
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class TrainConfig:
     levels: int | None = None
     # with N wider than init's: the new hidden units of g_a and g_s start as copies of old ones (Net2Net)
     split_units: bool = False
+    # the noise on the split copies' incoming weights, as a share of the layer's weight spread
+    split_noise: float = SPLIT_NOISE
 
 
 # ----------------------------------------------------------------------------- data
@@ -355,7 +357,8 @@ def arch_of_state(state: dict[str, torch.Tensor]) -> str:
     return "mean-scale-hyperprior-gain"
 
 
-def _init_weights(model: HyperpriorModel, state: dict[str, torch.Tensor], init: str, split: bool = False) -> None:
+def _init_weights(model: HyperpriorModel, state: dict[str, torch.Tensor], init: str, split: float | None = None) -> None:
+    """Load ``state`` into ``model``, widening it first (``split``: see :func:`widen_transforms`)."""
     try:
         if "g_a.0.weight" in state and state["g_a.0.weight"].shape[0] < model.N:
             log.info("widening the transforms of %s from %d to %d channels", init,
@@ -503,7 +506,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
                 torch.set_rng_state(ck[f"rng{rank}"]["global"])
         log.info("resumed from %s at step %d", ckpt_path, step)
     elif init_state is not None:
-        _init_weights(model, init_state, cfg.init, split=cfg.split_units)
+        _init_weights(model, init_state, cfg.init, split=cfg.split_noise if cfg.split_units else None)
         step, elapsed0 = cfg.start_step, cfg.start_seconds
         warm_start = step
         old_m = init_state["g_a.6.weight"].shape[0] if "g_a.6.weight" in init_state else model.M

@@ -145,7 +145,7 @@ def _widen_context(out: dict[str, Tensor], old: int, M: int, grow: Callable[...,
 
 
 # the split copies' incoming weights get noise at this share of the layer's weight spread (widen_transforms)
-SPLIT_NOISE = 0.02
+SPLIT_NOISE = 0.3
 
 
 def _split_units(out: dict[str, Tensor], old: int, N: int, gen: torch.Generator, noise: float) -> None:
@@ -154,7 +154,9 @@ def _split_units(out: dict[str, Tensor], old: int, N: int, gen: torch.Generator,
     Each new unit copies the incoming weights, bias and GDN row of one of the most-read old
     units (its normalisation sees the old units only, so it computes the same value), and the
     next layer reads the copies and their source with the source's weights divided among them.
-    The copies' incoming weights get a little noise so that twins can grow apart.
+    The copies' incoming weights get noise so that twins can grow apart (with Adam, twins that
+    start alike get alike steps and stay twins), and their source the opposite noise, which
+    keeps the mean of their weights and so most of the function.
     """
     # (producer, its output dimension, GDN, reader, the reader's input dimension); Conv2d weights are
     # out×in, ConvTranspose2d weights in×out
@@ -168,11 +170,15 @@ def _split_units(out: dict[str, Tensor], old: int, N: int, gen: torch.Generator,
         src = read.argsort(descending=True).repeat(-(-(N - old) // old))[: N - old]
         sources[reader] = (src, rdim)
         w = out[f"{prod}.weight"]
-        copy = w.index_select(pdim, src).float()
-        copy += torch.randn(copy.shape, generator=gen) * (float(w.narrow(pdim, 0, old).float().std()) * noise)
+        eps = torch.randn(w.index_select(pdim, src).shape, generator=gen) * (float(w.narrow(pdim, 0, old).float().std()) * noise)
+        copy = w.index_select(pdim, src).float() + eps
         idx = [slice(None)] * w.dim()
         idx[pdim] = slice(old, N)
         w[tuple(idx)] = copy.to(w.dtype)
+        # antithetic: each source moves by minus its copies' noise, so the mean of a source and its
+        # copies keeps the old weights and the output changes far less than the noise alone would
+        src_w = w.narrow(pdim, 0, old).float().index_add(pdim, src, -eps)
+        w.narrow(pdim, 0, old).copy_(src_w.to(w.dtype))
         out[f"{prod}.bias"][old:] = out[f"{prod}.bias"][src]
         out[f"{gdn}.beta"][old:] = out[f"{gdn}.beta"][src]
         gamma = out[f"{gdn}.gamma"]
@@ -189,7 +195,7 @@ def _split_units(out: dict[str, Tensor], old: int, N: int, gen: torch.Generator,
 
 
 def widen_transforms(
-    state: dict[str, Tensor], N: int, *, seed: int = 0, split: bool = False
+    state: dict[str, Tensor], N: int, *, seed: int = 0, split: float | None = None
 ) -> dict[str, Tensor]:
     """Grow the width ``N`` of ``state``'s transforms (and of z) to ``N`` channels, same function.
 
@@ -202,8 +208,10 @@ def widen_transforms(
     to have its median at 0 (they cost almost nothing until they carry something). The
     entropy coder's tables are dropped: ``update()`` rebuilds them.
 
-    With ``split``, the new units of g_a and g_s are instead copies of the most-read old
-    units, which share their readers' weights with them (:func:`_split_units`): new units
+    With ``split`` (the noise on the copies' incoming weights, as a share of the layer's
+    weight spread; :data:`SPLIT_NOISE` by default in training), the new units of g_a and g_s
+    are instead copies of the most-read old units, which share their readers' weights with
+    them (:func:`_split_units`): new units
     read by zeros get a gradient that is mostly noise, and in a measured run their readers
     had grown to 6 % of the old units' weights after 3,300 steps.
     """
@@ -234,8 +242,8 @@ def widen_transforms(
     grow("g_s.6.weight", 0)
     for p in ("g_a.1", "g_a.3", "g_a.5", "g_s.1", "g_s.3", "g_s.5"):
         gdn(p)
-    if split:
-        _split_units(out, old, N, gen, SPLIT_NOISE)
+    if split is not None:
+        _split_units(out, old, N, gen, split)
     # hyper-analysis conv(M,N) conv(N,N) conv(N,N) -> z; the last one's new outputs are tiny
     grow("h_a.0.weight", 0, 1.0), grow("h_a.0.bias", 0)
     grow("h_a.2.weight", 0, 1.0), grow("h_a.2.weight", 1), grow("h_a.2.bias", 0)
