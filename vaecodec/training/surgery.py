@@ -170,8 +170,9 @@ def _split_units(out: dict[str, Tensor], old: int, N: int, gen: torch.Generator,
         src = read.argsort(descending=True).repeat(-(-(N - old) // old))[: N - old]
         sources[reader] = (src, rdim)
         w = out[f"{prod}.weight"]
-        eps = torch.randn(w.index_select(pdim, src).shape, generator=gen) * (float(w.narrow(pdim, 0, old).float().std()) * noise)
-        copy = w.index_select(pdim, src).float() + eps
+        copy = w.index_select(pdim, src).float()
+        eps = torch.randn(copy.shape, generator=gen) * (float(w.narrow(pdim, 0, old).float().std()) * noise)
+        copy += eps
         idx = [slice(None)] * w.dim()
         idx[pdim] = slice(old, N)
         w[tuple(idx)] = copy.to(w.dtype)
