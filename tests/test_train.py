@@ -684,3 +684,19 @@ def test_widening_a_checkerboard_model_keeps_its_function_context_included(data_
     ck = _trained_from(old, data_dir, tmp_path, N=10, M=20)  # a run from the narrow weights trains the wide model
     assert ck["model"]["context.weight"].shape == (20, 40, 5, 5)
     assert ck["model"]["entropy_parameters.0.weight"].shape == (40, 60, 1, 1)
+
+
+def test_cli_passes_the_split_noise_to_the_widening(data_dir, tmp_path):
+    """`train --split-units --split-noise X` widens with that noise; without it the config's default holds."""
+    from vaecodec.training import surgery
+
+    init = tmp_path / "narrow.pt"
+    torch.save({"model": HyperpriorModel(8, 12).state_dict()}, init)
+    for noise, want in (("0.5", 0.5), (None, surgery.SPLIT_NOISE)):
+        out = tmp_path / f"run-{noise}"
+        args = ["train", str(data_dir), "--out", str(out), "--init", str(init), "--channels", "14", "12",
+                "--split-units", "--patch-size", "64", "--batch-size", "2", "--steps", "1", "--val-fraction", "0"]
+        r = CliRunner().invoke(cli.main, args + ([] if noise is None else ["--split-noise", noise]))
+        assert r.exit_code == 0, r.output
+        cfg = torch.load(out / "last.pt", map_location="cpu", weights_only=False)["config"]
+        assert cfg["split_units"] and cfg["split_noise"] == want
