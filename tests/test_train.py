@@ -381,13 +381,38 @@ def test_level_balance_weights_each_crop_by_its_rate(data_dir, tmp_path):
 def test_data_parallel_with_two_processes(data_dir, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "vaecodec", "train", str(data_dir),
+    # --standalone: a free port and a fresh rendezvous, so that parallel runs on one host do not meet
+    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "vaecodec", "train", str(data_dir),
            "--out", str(tmp_path), "--steps", "3", "--batch-size", "2", "--patch-size", "64",
            "--channels", "8", "12", "--val-fraction", "0", "--device", "cpu"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    # the ranks' own errors come first; torchrun's summary of them last
+    assert r.returncode == 0, r.stderr[:3000] + "\n[...]\n" + r.stderr[-1000:]
     ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
     assert ck["step"] == 3 and ck["world"] == 2 and "rng1" in ck
+
+
+def _agree_worker(rank: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from vaecodec.training.loop import _agree
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        seen = _agree({"val": rank == 0, "checkpoint": rank == 1, "time": False}, 2)
+        torch.save(seen, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_agree_on_clock_and_signal_decisions(tmp_path):
+    """A flag raised on one rank (its clock says validate, a signal arrived) is raised on all."""
+    import torch.multiprocessing as mp
+
+    init = (tmp_path / "rendezvous").as_uri()
+    mp.spawn(_agree_worker, args=(init, str(tmp_path / "seen")), nprocs=2)
+    for rank in (0, 1):
+        assert torch.load(tmp_path / f"seen.{rank}") == {"val": True, "checkpoint": True, "time": False}
 
 
 def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(data_dir, tmp_path):

@@ -373,6 +373,20 @@ def _init_weights(model: HyperpriorModel, state: dict[str, torch.Tensor], init: 
         raise TrainingError(msg) from None
 
 
+def _agree(flags: dict[str, bool], world: int) -> dict[str, bool]:
+    """Each flag raised on any rank, for every rank.
+
+    Ranks read their own clocks and signals, but what follows a flag (stopping, the barrier
+    after validation, the gather in a checkpoint) is collective: all ranks must take it at the
+    same step or the group deadlocks or aborts.
+    """
+    if world == 1:
+        return flags
+    t = torch.tensor([1.0 if v else 0.0 for v in flags.values()])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return {k: v > 0 for k, v in zip(flags, t.tolist())}
+
+
 class _StopRequest:
     """SIGINT/SIGTERM end the run at the next step boundary, after a final checkpoint."""
 
@@ -387,13 +401,6 @@ class _StopRequest:
         if self.flag:  # a second request: stop now, without the checkpoint
             raise KeyboardInterrupt
         self.flag = True
-
-    def requested(self, world: int) -> bool:
-        if world > 1:  # every rank stops at the same step
-            t = torch.tensor([1.0 if self.flag else 0.0])
-            dist.all_reduce(t)
-            return bool(t.item())
-        return self.flag
 
     def restore(self) -> None:
         for sig, handler in self.old.items():
@@ -563,10 +570,12 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     stop = _StopRequest()
     try:
         while step < cfg.steps:
-            if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
-                break
-            if stop.requested(world):
+            now = time.time()
+            ends = _agree({"time": bool(cfg.max_minutes) and now - t_start > cfg.max_minutes * 60,
+                           "request": stop.flag}, world)
+            if ends["request"]:
                 log.info("stopping at step %d on request (SIGINT/SIGTERM)", step)
+            if ends["time"] or ends["request"]:
                 break
             lr = _lr_at(cfg, step, warm_start)
             opt.param_groups[0]["lr"] = lr
@@ -604,7 +613,9 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
                     logf.write(json.dumps(rec) + "\n")
                     logf.flush()
             now = time.time()
-            if val_imgs and now - t_val > cfg.val_every_s:
+            due = _agree({"val": bool(val_imgs) and now - t_val > cfg.val_every_s,
+                          "checkpoint": now - t_ckpt > cfg.checkpoint_every_s}, world)
+            if due["val"]:
                 t_val = now
                 if main:
                     bf16 = amp_dtype is torch.bfloat16
@@ -621,7 +632,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
                         save(out_dir / "best.pt")
                 if world > 1:
                     dist.barrier()
-            if now - t_ckpt > cfg.checkpoint_every_s:
+            if due["checkpoint"]:
                 t_ckpt = now
                 save(ckpt_path)
         save(ckpt_path)
