@@ -380,7 +380,8 @@ def test_level_balance_weights_each_crop_by_its_rate(data_dir, tmp_path):
                     reason="torchrun not installed")
 def test_data_parallel_with_two_processes(data_dir, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # gloo on the loopback interface: without it, gloo uses the address the host name resolves to
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "GLOO_SOCKET_IFNAME": "lo"}
     # --standalone: a free port and a fresh rendezvous, so that parallel runs on one host do not meet
     cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "vaecodec", "train", str(data_dir),
            "--out", str(tmp_path), "--steps", "3", "--batch-size", "2", "--patch-size", "64",
