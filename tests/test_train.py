@@ -406,10 +406,11 @@ def _agree_worker(rank: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_ranks_agree_on_clock_and_signal_decisions(tmp_path):
+def test_ranks_agree_on_clock_and_signal_decisions(tmp_path, monkeypatch):
     """A flag raised on one rank (its clock says validate, a signal arrived) is raised on all."""
     import torch.multiprocessing as mp
 
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
     init = (tmp_path / "rendezvous").as_uri()
     mp.spawn(_agree_worker, args=(init, str(tmp_path / "seen")), nprocs=2)
     for rank in (0, 1):
