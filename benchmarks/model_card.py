@@ -757,6 +757,41 @@ def _rd_md(results: dict[str, Any] | None, results_dir: Path | None, bd: dict[st
     return L
 
 
+def _speed_md(results_dir: Path | None, model_id: str) -> list[str]:
+    """Encode and decode speed at batch 1 on the CPU from the run's ``throughput.json``, if it has one."""
+    path = None if results_dir is None else Path(results_dir) / "throughput.json"
+    if path is None or not path.is_file():
+        return []
+    from .report import throughput_rows
+
+    bench = json.loads(path.read_text())
+    rows = [r for r in throughput_rows(bench) if r["device"] == "cpu" and r["batch"] == 1 and r["mp_per_s"]]
+    speed: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        speed.setdefault(r["codec"], {"label": r["label"], "threads": r["threads"]})[r["op"]] = r["mp_per_s"]
+    if "vaecodec" not in speed:
+        return []
+    base = speed.get("vaecodec:msh@14", {})
+    mi = bench.get("machine_info", {})
+    L = ["### Speed", "",
+         f"Megapixels per second at batch 1 on the CPU ({mi.get('cpu_name', '?')}, torch threads "
+         f"{mi.get('torch_threads', '?')}, load average at start "
+         f"{', '.join(f'{x:.2f}' for x in mi.get('load_average', [])) or '?'}), the median of the timed rounds "
+         f"over the same images, from `{_rel(path)}`. \"Time × msh@14\" divides msh@14's speed by the "
+         "codec's, both measured in the same run; the target for the second generation is at most 1.5.", "",
+         "| codec | threads | encode MP/s | decode MP/s | encode time × msh@14 | decode time × msh@14 |",
+         "|---|---|---|---|---|---|"]
+    order = ["vaecodec", *sorted(c for c in speed if c.startswith("vaecodec:")), "jpeg-420", "avif-420"]
+    for c in (c for c in order if c in speed):
+        v = speed[c]
+        label = f"vaecodec `{model_id}`" if c == "vaecodec" else v["label"]
+        ratios = [base[op] / v[op] if c.startswith("vaecodec") and base.get(op) and v.get(op) else None
+                  for op in ("encode", "decode")]
+        L.append(f"| {label} | {_f(v['threads'], 'g', '?')} | {_f(v.get('encode'), '.2f')} | "
+                 f"{_f(v.get('decode'), '.2f')} | {_f(ratios[0], '.2f', '–')} | {_f(ratios[1], '.2f', '–')} |")
+    return [*L, ""]
+
+
 def _context_commands_md(weights: dict[str, Any], model_id: str, notes_arg: str | None) -> list[str]:
     """Reproduce section of a checkerboard model grown from a shipped hyperprior (``base_model``)."""
     meta = weights["metadata"]
@@ -830,6 +865,7 @@ def render_card(*, records: Sequence[dict[str, Any]], results: dict[str, Any] | 
     L += _data_md(data, data_dir)
     L += _training_md(run_facts(records), ckpt, notes, remarks, log_arg, curve_png)
     L += _rd_md(results, results_dir, bd, bd_ms, levels, ladder, rd_png)
+    L += _speed_md(results_dir, model_id)
     L += _commands_md(log_arg, weights, (ckpt or {}).get("config") or None, run_dir, model_id, notes_arg)
     return "\n".join(L)
 

@@ -186,3 +186,36 @@ def test_best_validation_follows_the_objective_the_run_picks_by() -> None:
     reladdered = [*balanced, {**_val(600, 1.9, 1.5, level_balance=0.5), "lambdas": [0.001, 0.02]}]
     assert mc.best_validation(reladdered)["step"] == 600
     assert mc.best_validation([]) is None
+
+
+def _bench_case(codec: str, op: str, median_s: float, batch: int = 1, device: str = "cpu") -> dict[str, Any]:
+    return {"extra_info": {"codec": codec, "label": {"vaecodec:msh@14": "vaecodec (msh@14)"}.get(codec, codec),
+                           "op": op, "batch": batch, "device": device, "threads": 2, "quality": 75,
+                           "bpp": 1.0, "megapixels": 2.0},
+            "stats": {"median": median_s, "rounds": 3, "iqr": 0.0}}
+
+
+def test_speed_section_divides_the_base_models_speed_by_each_models(tmp_path: Path) -> None:
+    _results(tmp_path / "results")
+    cases = [_bench_case("vaecodec", "encode", 1.6), _bench_case("vaecodec", "decode", 2.0),
+             _bench_case("vaecodec:msh@14", "encode", 1.28), _bench_case("vaecodec:msh@14", "decode", 1.6),
+             _bench_case("jpeg-420", "encode", 0.01), _bench_case("jpeg-420", "decode", 0.008),
+             _bench_case("vaecodec", "decode", 9.0, batch=8)]  # not batch 1: left out
+    (tmp_path / "results" / "throughput.json").write_text(json.dumps(
+        {"machine_info": {"cpu_name": "Test CPU", "torch_threads": 2, "load_average": [0.1, 0.2, 0.3]},
+         "benchmarks": cases}))
+    weights = tmp_path / "w.safetensors"
+    _weights(weights)
+    card = mc.build(None, tmp_path / "results", weights, tmp_path / "out", train_data=tmp_path / "none").read_text()
+    assert "### Speed" in card and "Test CPU" in card
+    assert "| vaecodec `test@1` | 2 | 1.25 | 1.00 | 1.25 | 1.25 |" in card  # 2 MP in 1.6 s and 2.0 s
+    assert "| vaecodec (msh@14) | 2 | 1.56 | 1.25 | 1.00 | 1.00 |" in card
+    assert "| jpeg-420 | 2 | 200.00 | 250.00 | – | – |" in card
+
+
+def test_card_without_throughput_has_no_speed_section(tmp_path: Path) -> None:
+    _results(tmp_path / "results")
+    weights = tmp_path / "w.safetensors"
+    _weights(weights)
+    card = mc.build(None, tmp_path / "results", weights, tmp_path / "out", train_data=tmp_path / "none").read_text()
+    assert "### Speed" not in card
