@@ -199,7 +199,7 @@ class TorchvisionJpeg:
         self._tv = torchvision
         self.device = device
         self.name = "jpeg-torchvision"
-        self.label = "JPEG (torchvision, nvJPEG on CUDA)"
+        self.label = "JPEG (torchvision, nvJPEG)" if device.startswith("cuda") else "JPEG (torchvision, libjpeg)"
 
     def options(self) -> dict[str, Any]:
         backend = "nvJPEG" if self.device.startswith("cuda") else "libjpeg (torchvision)"

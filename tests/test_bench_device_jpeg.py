@@ -52,4 +52,4 @@ def test_device_jpeg_cases_run_on_the_cpu_and_reach_the_report(tmp_path):
         for batch in (1, 8, 32):
             assert ("jpeg-torchvision", op, batch, "cpu") in cases
     table = "\n".join(_throughput_md(bench))
-    assert "| JPEG (torchvision, nvJPEG on CUDA) | cpu | 32 |" in table
+    assert "| JPEG (torchvision, libjpeg) | cpu | 32 |" in table
