@@ -86,3 +86,22 @@ def test_refined_latents_the_tables_cannot_hold_are_not_coded(tiny_codec, monkey
     plain = tiny_codec.encode(rgb, quality=60)
     monkeypatch.setattr(refine_mod, "refine_latents", lambda model, y, *a, **k: y * 1e7)
     assert tiny_codec.encode(rgb, quality=60, refine=5) == plain
+
+
+def test_a_checkerboard_model_is_refined_against_its_contexts_rate(tiny_ctx_model, monkeypatch):
+    from vaecodec.codec import Codec
+
+    codec = Codec.from_model(tiny_ctx_model, model_id="tinyctx@0", tag=b"tinyctx")
+    rgb = natural_like(48, 80, seed=5)
+    calls = []
+    real = type(tiny_ctx_model).latent_params
+
+    def spy(self, y, scales, means, level):
+        calls.append(tuple(y.shape))
+        return real(self, y, scales, means, level)
+
+    monkeypatch.setattr(type(tiny_ctx_model), "latent_params", spy)
+    data = codec.encode(rgb, quality=60, refine=3)
+    assert len(calls) >= 3  # the context gave the non-anchors' parameters at every step
+    assert codec.decode(data).shape == rgb.shape
+    assert data == codec.encode(rgb, quality=60, refine=3)

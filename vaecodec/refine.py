@@ -15,6 +15,9 @@ How it optimizes:
 
 * the rate of y is taken at y plus uniform noise (the training proxy); the synthesis sees the
   rounded y (straight-through), as in training; z is rounded straight-through;
+* with a checkerboard model the non-anchors' scales and means come from the context over the
+  rounded anchors, so the rate is the one the coder will spend (the anchors' effect on their
+  neighbours' parameters is not differentiated);
 * Adam on y with a cosine-decaying step size, with the transforms under bf16 autocast on a
   CPU with native bf16 (``fast_bf16``) and in float32 elsewhere;
 * large images are refined a tile of ``TILE`` latents at a time, each with a margin of its
@@ -35,7 +38,7 @@ import torch
 from torch import Tensor
 
 from .tiling import tiles as _tiles
-from .model import HyperpriorModel, fast_bf16, lambda_at, ste_round
+from .model import CheckerboardModel, HyperpriorModel, fast_bf16, lambda_at, ste_round
 
 #: Adam's initial step on the (gained) latents. Chosen with msh@11 on three held-out training
 #: photos at qualities 15, 50 and 85, 20 steps: the cost fell by 2.5 % on average with the
@@ -43,7 +46,8 @@ from .model import HyperpriorModel, fast_bf16, lambda_at, ste_round
 #: 0.003 and 0.006; on 256×384 crops, 0.01 did worse than 0.005.
 REFINE_LR = 0.005
 #: Latents per tile side (×16 pixels), and the fixed margin around a tile (a multiple of 4,
-#: the hyper-analysis's stride, so the tile's z grid lines up with the image's).
+#: the hyper-analysis's stride, so the tile's z grid lines up with the image's; being even, it
+#: also keeps each window's checkerboard in step with the image's).
 TILE = 48
 MARGIN = 4
 
@@ -95,7 +99,7 @@ def refine_latents(
         gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + r0 * 4096 + c0)
         refined = _refine_window(
             model, window, core, target, (pr0, pr1, pc0, pc1), lam, (ig, hg, ihg), medians, steps, lr,
-            gen, pixels=(pr1 - pr0) * (pc1 - pc0),
+            gen, pixels=(pr1 - pr0) * (pc1 - pc0), level=lv.to(device),
             tick=None if progress is None else (lambda i, k=k: progress(k * steps + i, total)),
         )
         y[..., r0:r1, c0:c1] = refined[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0].float().cpu()
@@ -105,7 +109,7 @@ def refine_latents(
 def _refine_window(
     model: HyperpriorModel, window: Tensor, core: Tensor, target: Tensor, box: tuple[int, int, int, int],
     lam: float, gains: tuple[Tensor, Tensor, Tensor], medians: Tensor, steps: int, lr: float,
-    gen: torch.Generator, *, pixels: int, tick: Callable[[int], None] | None = None,
+    gen: torch.Generator, *, pixels: int, level: Tensor, tick: Callable[[int], None] | None = None,
 ) -> Tensor:
     ig, hg, ihg = gains
     eb, gc = model.entropy_bottleneck, model.gaussian_conditional
@@ -114,6 +118,7 @@ def _refine_window(
     delta = torch.zeros_like(fixed, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
     use_bf16 = window.device.type == "cpu" and fast_bf16(window.device)
+    context = isinstance(model, CheckerboardModel)
     best_loss, best = math.inf, torch.zeros_like(fixed)  # the lowest cost seen; zero = the analysis's y
     for i in range(steps):
         for group in opt.param_groups:
@@ -123,6 +128,10 @@ def _refine_window(
             z = model.h_a(y).float() * hg
             z_hat = ste_round(z - medians) + medians
             scales, means = model.h_s(z_hat * ihg).float().chunk(2, 1)
+            if context:
+                scales, means = model.coded_params(scales, means)
+                scales, means = model.latent_params(y, scales, means, level)
+                scales, means = scales.float(), means.float()
             y_hat = ste_round(y - means) + means
             x_hat = model.g_s(y_hat * ig).float()[..., pr0:pr1, pc0:pc1]
         noise = torch.rand(y.shape, generator=gen, device=y.device) - 0.5
