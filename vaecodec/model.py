@@ -164,6 +164,10 @@ class HyperpriorModel(CompressionModel):
             for p in (self.gain, self.inv_gain, self.hyper_gain, self.inv_hyper_gain)
         )
 
+    def y_params(self, y: Tensor, scales: Tensor, means: Tensor, level: Tensor) -> tuple[Tensor, Tensor]:
+        """The scales and means the rate of gained latents ``y`` is taken with: the hyperprior's."""
+        return scales, means
+
     def forward(self, x: Tensor, level: Tensor) -> dict[str, object]:
         """Training pass: additive noise for the rates, rounding (straight-through) for y_hat.
 
@@ -300,13 +304,16 @@ class CheckerboardModel(HyperpriorModel):
         s_na, m_na = self.context_params(y_hat.detach(), scales, means, level)
         return scales * anchor + s_na * (1 - anchor), means * anchor + m_na * (1 - anchor)
 
+    def y_params(self, y: Tensor, scales: Tensor, means: Tensor, level: Tensor) -> tuple[Tensor, Tensor]:
+        """The coder's scales and means of every position: :meth:`coded_params`, then the context."""
+        return self.latent_params(y, *self.coded_params(scales, means), level)
+
     def forward(self, x: Tensor, level: Tensor) -> dict[str, object]:
         """Training pass, as :meth:`HyperpriorModel.forward` with the context's parameters."""
         g, ig = self.gains(level)[:2]
         y = self.g_a(x) * g
         z_lik, scales, means = self.hyper_params(y, level, noise=True)
-        scales, means = self.coded_params(scales, means)
-        scales, means = self.latent_params(y.float(), scales, means, level)
+        scales, means = self.y_params(y.float(), scales, means, level)
         with torch.autocast(device_type=x.device.type, enabled=False):
             _, y_lik = self.gaussian_conditional(y.float(), scales, means=means)
         y_hat = ste_round(y.float() - means) + means

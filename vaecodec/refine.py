@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from .tiling import tiles as _tiles
-from .model import CheckerboardModel, HyperpriorModel, fast_bf16, lambda_at, ste_round
+from .model import HyperpriorModel, fast_bf16, lambda_at, ste_round
 
 #: Adam's initial step on the (gained) latents. Chosen with msh@11 on three held-out training
 #: photos at qualities 15, 50 and 85, 20 steps: the cost fell by 2.5 % on average with the
@@ -118,7 +118,6 @@ def _refine_window(
     delta = torch.zeros_like(fixed, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
     use_bf16 = window.device.type == "cpu" and fast_bf16(window.device)
-    context = isinstance(model, CheckerboardModel)
     best_loss, best = math.inf, torch.zeros_like(fixed)  # the lowest cost seen; zero = the analysis's y
     for i in range(steps):
         for group in opt.param_groups:
@@ -128,10 +127,7 @@ def _refine_window(
             z = model.h_a(y).float() * hg
             z_hat = ste_round(z - medians) + medians
             scales, means = model.h_s(z_hat * ihg).float().chunk(2, 1)
-            if context:
-                scales, means = model.coded_params(scales, means)
-                scales, means = model.latent_params(y, scales, means, level)
-                scales, means = scales.float(), means.float()
+            scales, means = model.y_params(y, scales, means, level)
             y_hat = ste_round(y - means) + means
             x_hat = model.g_s(y_hat * ig).float()[..., pr0:pr1, pc0:pc1]
         noise = torch.rand(y.shape, generator=gen, device=y.device) - 0.5

@@ -72,8 +72,7 @@ def quantize(model: CheckerboardModel, ya: Tensor, level: Tensor) -> Tensor:
     g, ig = model.gains(level)[:2]
     y = ya * g
     _, scales, means = model.hyper_params(y, level, noise=False)
-    scales, means = model.coded_params(scales, means)
-    _, m = model.latent_params(y, scales, means, level)
+    _, m = model.y_params(y, scales, means, level)
     return (torch.round(y - m) + m) * ig
 
 
